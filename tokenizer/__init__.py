@@ -1,0 +1,30 @@
+"""NeuroRVQ EEG tokenizer: config, model, feature extractor and official-checkpoint conversion."""
+
+from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
+
+from .channels import CHANNEL_VOCABULARY
+from .configuration_neurorvq import NeuroRVQConfig
+from .convert_official import convert_official_checkpoint, load_official
+from .feature_extraction_neurorvq import NeuroRVQFeatureExtractor
+from .modeling_neurorvq import (
+    NeuroRVQEncoderOutput,
+    NeuroRVQOutput,
+    NeuroRVQSpectrumOutput,
+    NeuroRVQTokenizer,
+)
+
+AutoConfig.register(NeuroRVQConfig.model_type, NeuroRVQConfig, exist_ok=True)
+AutoModel.register(NeuroRVQConfig, NeuroRVQTokenizer, exist_ok=True)
+AutoFeatureExtractor.register(NeuroRVQConfig, NeuroRVQFeatureExtractor, exist_ok=True)
+
+__all__ = [
+    "CHANNEL_VOCABULARY",
+    "NeuroRVQConfig",
+    "NeuroRVQEncoderOutput",
+    "NeuroRVQFeatureExtractor",
+    "NeuroRVQOutput",
+    "NeuroRVQSpectrumOutput",
+    "NeuroRVQTokenizer",
+    "convert_official_checkpoint",
+    "load_official",
+]

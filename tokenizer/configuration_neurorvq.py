@@ -1,0 +1,180 @@
+"""Configuration of the NeuroRVQ EEG tokenizer."""
+
+from __future__ import annotations
+
+from transformers import PretrainedConfig
+
+from .channels import CHANNEL_VOCABULARY
+
+QUANTIZER_TYPES = ("official", "standard")
+
+
+class NeuroRVQConfig(PretrainedConfig):
+    r"""Configuration of a [`NeuroRVQTokenizer`].
+
+    The defaults are the released EEG v1 sizes (`configs/tokenizer/official-eeg-v1.json`).
+
+    Args:
+        sampling_rate (`int`): samples per second of the model's input (Hz).
+        patch_size (`int`): samples per patch (one token position = one channel x one patch).
+        max_patches (`int`): most token positions in a window (channels x patches); also the number of
+            rows of the temporal embedding.
+        channel_vocabulary (`list[str]`): lower-case channel names; position i selects spatial
+            embedding row i (row 0 is shared with the CLS token, as released).
+        conv_channels (`int`): feature maps of every temporal-convolution branch.
+        conv_kernel_sizes (`list[list[int]]`): per scale, the kernel sizes of its two conv stages.
+            The number of branches is the number of scales.
+        conv_pool_sizes (`list[int]`): average-pool size after each conv stage.
+        conv_groups (`int`): GroupNorm groups in the conv branches.
+        hidden_size (`int`): transformer width; must equal
+            `patch_size / prod(conv_pool_sizes) * conv_channels`.
+        num_attention_heads (`int`): heads of every attention layer.
+        mlp_ratio (`float`): MLP width / hidden_size.
+        encoder_layers (`int`), decoder_layers (`int`): depths of the shared encoder/decoder transformers.
+        codebook_size (`int`): codes per quantizer stage (`n_code`).
+        code_dim (`int`): dimension of the code space.
+        num_quantizers (`int`): residual stages per scale.
+        quantizer_type (`str`): `"official"` (every stage L2-normalises its residual, as released) or
+            `"standard"` (plain residual VQ on un-normalised residuals).
+        ema_decay (`float`): EMA decay of the codebooks.
+        kmeans_iters (`int`): k-means iterations of the first-batch codebook initialisation.
+        commitment_weight (`float`), codebook_weight (`float`): per-stage quantizer loss weights.
+        quantizer_loss_weight, amplitude_loss_weight, phase_loss_weight, time_loss_weight (`float`):
+            weights of the four loss terms.
+        phase_norm_weight (`float`): weight of the (sin^2 + cos^2 - 1)^2 penalty in the phase loss.
+        layer_norm_eps (`float`), qk_norm_eps (`float`): LayerNorm epsilons (blocks/heads, per-head q/k).
+        initializer_range (`float`): std of the truncated-normal initialisation.
+    """
+
+    model_type = "neurorvq"
+
+    def __init__(
+        self,
+        sampling_rate: int = 200,
+        patch_size: int = 200,
+        max_patches: int = 256,
+        channel_vocabulary: list[str] | None = None,
+        conv_channels: int = 8,
+        conv_kernel_sizes: list[list[int]] | None = None,
+        conv_pool_sizes: list[int] | None = None,
+        conv_groups: int = 4,
+        hidden_size: int = 200,
+        num_attention_heads: int = 10,
+        mlp_ratio: float = 4.0,
+        encoder_layers: int = 12,
+        decoder_layers: int = 3,
+        codebook_size: int = 8192,
+        code_dim: int = 128,
+        num_quantizers: int = 8,
+        quantizer_type: str = "official",
+        ema_decay: float = 0.99,
+        kmeans_iters: int = 10,
+        commitment_weight: float = 1.0,
+        codebook_weight: float = 0.4,
+        quantizer_loss_weight: float = 1.0,
+        amplitude_loss_weight: float = 1.0,
+        phase_loss_weight: float = 1.0,
+        time_loss_weight: float = 1.0,
+        phase_norm_weight: float = 0.1,
+        layer_norm_eps: float = 1e-5,
+        qk_norm_eps: float = 1e-6,
+        initializer_range: float = 0.02,
+        **kwargs,
+    ):
+        self.sampling_rate = sampling_rate
+        self.patch_size = patch_size
+        self.max_patches = max_patches
+        self.channel_vocabulary = list(channel_vocabulary if channel_vocabulary is not None else CHANNEL_VOCABULARY)
+        self.conv_channels = conv_channels
+        self.conv_kernel_sizes = [list(k) for k in (conv_kernel_sizes or [[21, 9], [15, 7], [9, 5], [5, 3]])]
+        self.conv_pool_sizes = list(conv_pool_sizes or [2, 4])
+        self.conv_groups = conv_groups
+        self.hidden_size = hidden_size
+        self.num_attention_heads = num_attention_heads
+        self.mlp_ratio = mlp_ratio
+        self.encoder_layers = encoder_layers
+        self.decoder_layers = decoder_layers
+        self.codebook_size = codebook_size
+        self.code_dim = code_dim
+        self.num_quantizers = num_quantizers
+        self.quantizer_type = quantizer_type
+        self.ema_decay = ema_decay
+        self.kmeans_iters = kmeans_iters
+        self.commitment_weight = commitment_weight
+        self.codebook_weight = codebook_weight
+        self.quantizer_loss_weight = quantizer_loss_weight
+        self.amplitude_loss_weight = amplitude_loss_weight
+        self.phase_loss_weight = phase_loss_weight
+        self.time_loss_weight = time_loss_weight
+        self.phase_norm_weight = phase_norm_weight
+        self.layer_norm_eps = layer_norm_eps
+        self.qk_norm_eps = qk_norm_eps
+        self.initializer_range = initializer_range
+        super().__init__(**kwargs)
+        self.validate()
+
+    @property
+    def num_scales(self) -> int:
+        """Number of scales S: one conv branch, one quantizer and one decoder input per scale."""
+        return len(self.conv_kernel_sizes)
+
+    def validate(self) -> None:
+        """Raise `ValueError` naming the first invalid field."""
+
+        def positive_int(name: str) -> None:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"NeuroRVQConfig.{name} must be a positive integer, got {value!r}")
+
+        for name in ("sampling_rate", "patch_size", "max_patches", "conv_channels", "conv_groups", "hidden_size",
+                     "num_attention_heads", "encoder_layers", "decoder_layers", "codebook_size", "code_dim",
+                     "num_quantizers", "kmeans_iters"):
+            positive_int(name)
+        for name in ("mlp_ratio", "layer_norm_eps", "qk_norm_eps", "initializer_range"):
+            if not float(getattr(self, name)) > 0:
+                raise ValueError(f"NeuroRVQConfig.{name} must be > 0, got {getattr(self, name)!r}")
+        for name in ("commitment_weight", "codebook_weight", "quantizer_loss_weight", "amplitude_loss_weight",
+                     "phase_loss_weight", "time_loss_weight", "phase_norm_weight"):
+            if not float(getattr(self, name)) >= 0:
+                raise ValueError(f"NeuroRVQConfig.{name} must be >= 0, got {getattr(self, name)!r}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"NeuroRVQConfig.ema_decay must be in [0, 1), got {self.ema_decay!r}")
+        if self.quantizer_type not in QUANTIZER_TYPES:
+            raise ValueError(f"NeuroRVQConfig.quantizer_type must be one of {QUANTIZER_TYPES}, got {self.quantizer_type!r}")
+        vocabulary = self.channel_vocabulary
+        if not vocabulary or any(not isinstance(n, str) or n != n.lower() or not n for n in vocabulary):
+            raise ValueError("NeuroRVQConfig.channel_vocabulary must be a non-empty list of lower-case names")
+        if len(set(vocabulary)) != len(vocabulary):
+            raise ValueError("NeuroRVQConfig.channel_vocabulary has duplicate names")
+        if not self.conv_kernel_sizes or any(
+            len(k) != len(self.conv_pool_sizes) or any(not isinstance(s, int) or s <= 0 or s % 2 == 0 for s in k)
+            for k in self.conv_kernel_sizes
+        ):
+            raise ValueError(
+                "NeuroRVQConfig.conv_kernel_sizes must list, per scale, one odd positive kernel size per conv stage "
+                f"({len(self.conv_pool_sizes)} stages), got {self.conv_kernel_sizes!r}"
+            )
+        pool = 1
+        for p in self.conv_pool_sizes:
+            if not isinstance(p, int) or p <= 0:
+                raise ValueError(f"NeuroRVQConfig.conv_pool_sizes must be positive integers, got {self.conv_pool_sizes!r}")
+            pool *= p
+        if self.patch_size % pool:
+            raise ValueError(f"NeuroRVQConfig.patch_size ({self.patch_size}) must be divisible by prod(conv_pool_sizes) ({pool})")
+        if self.conv_channels % self.conv_groups:
+            raise ValueError(f"NeuroRVQConfig.conv_groups ({self.conv_groups}) must divide conv_channels ({self.conv_channels})")
+        if self.patch_size // pool * self.conv_channels != self.hidden_size:
+            raise ValueError(
+                f"NeuroRVQConfig.hidden_size ({self.hidden_size}) must equal patch_size / prod(conv_pool_sizes) * "
+                f"conv_channels = {self.patch_size // pool * self.conv_channels}"
+            )
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"NeuroRVQConfig.num_attention_heads ({self.num_attention_heads}) must divide hidden_size ({self.hidden_size})"
+            )
+
+    @property
+    def bits_per_code(self) -> float:
+        import math
+
+        return math.log2(self.codebook_size)

@@ -1,0 +1,627 @@
+"""NeuroRVQ: a multi-scale EEG tokenizer (Barmpas et al., arXiv 2510.13068) as a transformers model.
+
+EEG [B, C, T] microvolts at 200 Hz is cut into one-second patches (C x A token positions, channel-major).
+A four-branch temporal convolution turns every patch into one feature vector per scale; one shared
+transformer encodes the four scales (batched as one call); each scale is quantised by its own residual
+quantizer (K stages) into codes [B, S, K, C, A]. The decoder embeds each scale's quantised vectors, runs
+one shared transformer, and predicts per patch the z-scored log-amplitude and the phase (sin, cos) of its
+200-point FFT; an inverse FFT turns them back into microvolts, given the window's log-amplitude mean and
+std (the side information that codes alone do not carry).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+from transformers import PreTrainedModel
+from transformers import initialization as init
+from transformers.utils import ModelOutput
+
+from .configuration_neurorvq import NeuroRVQConfig
+from .quantization import ResidualVectorQuantizer
+
+# ----------------------------------------------------------------------------------------------------
+# Outputs
+# ----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class NeuroRVQEncoderOutput(ModelOutput):
+    """Output of [`NeuroRVQTokenizer.encode`].
+
+    Args:
+        codes (`torch.LongTensor` [B, S, K, C, A]): code per (scale, stage, channel, patch).
+        log_amplitude_mean (`torch.FloatTensor` [B]): mean of log1p|FFT| over the window's real patches
+            (the FFT of microvolt patches); with `log_amplitude_std`, the side information that decoding to
+            microvolts needs.
+        log_amplitude_std (`torch.FloatTensor` [B]): its standard deviation (unbiased).
+        patch_mask (`torch.BoolTensor` [B, C, A]): True where a patch holds real data.
+        quantized (`torch.FloatTensor` [B, S, C, A, code_dim]): the quantised vectors.
+    """
+
+    codes: torch.LongTensor | None = None
+    log_amplitude_mean: torch.FloatTensor | None = None
+    log_amplitude_std: torch.FloatTensor | None = None
+    patch_mask: torch.BoolTensor | None = None
+    quantized: torch.FloatTensor | None = None
+
+
+@dataclass
+class NeuroRVQSpectrumOutput(ModelOutput):
+    """Decoder heads, per patch: [B, C, A, patch_size] each.
+
+    Args:
+        log_amplitude: z-scored log1p|FFT| (window statistics removed).
+        phase_sin, phase_cos: sin and cos of the FFT phase (tanh outputs, not exactly unit norm).
+    """
+
+    log_amplitude: torch.FloatTensor | None = None
+    phase_sin: torch.FloatTensor | None = None
+    phase_cos: torch.FloatTensor | None = None
+
+
+@dataclass
+class NeuroRVQOutput(ModelOutput):
+    """Output of [`NeuroRVQTokenizer.forward`].
+
+    Args:
+        loss: quantizer + log-amplitude + phase + time-domain terms, each weighted by the config.
+        quantizer_loss, amplitude_loss, phase_loss, time_loss: the terms (unweighted).
+        reconstruction (`[B, C, T]`): decoded EEG in microvolts.
+        zscored_input, zscored_reconstruction (`[B, C, T]`): both z-scored per window (the paper's metric
+            is the MSE between them, `time_loss`).
+        codes (`[B, S, K, C, A]`): codes.
+        codebook_usage, codebook_perplexity (`[S, K]`): fraction of codes used and exp(entropy) of the code
+            histogram in this batch, per scale and stage.
+        spectrum: the decoder's [`NeuroRVQSpectrumOutput`].
+    """
+
+    loss: torch.FloatTensor | None = None
+    quantizer_loss: torch.FloatTensor | None = None
+    amplitude_loss: torch.FloatTensor | None = None
+    phase_loss: torch.FloatTensor | None = None
+    time_loss: torch.FloatTensor | None = None
+    reconstruction: torch.FloatTensor | None = None
+    zscored_input: torch.FloatTensor | None = None
+    zscored_reconstruction: torch.FloatTensor | None = None
+    codes: torch.LongTensor | None = None
+    codebook_usage: torch.FloatTensor | None = None
+    codebook_perplexity: torch.FloatTensor | None = None
+    spectrum: NeuroRVQSpectrumOutput | None = None
+
+
+# ----------------------------------------------------------------------------------------------------
+# Helpers on masked windows
+# ----------------------------------------------------------------------------------------------------
+
+
+def masked_standardize(x: torch.Tensor, mask: torch.Tensor | None, eps: float = 1e-8):
+    """Z-score every window of `x` [B, N, P] over its real tokens (`mask` [B, N], True = real).
+
+    Returns `(z, mean [B], std [B])` with the unbiased variance clamped at `eps`, as released.
+    """
+    if mask is None:
+        mean = x.mean(dim=(1, 2))
+        var = x.var(dim=(1, 2))
+    else:
+        weights = mask.unsqueeze(-1).to(x.dtype).expand_as(x)
+        count = weights.sum(dim=(1, 2))
+        mean = (x * weights).sum(dim=(1, 2)) / count
+        var = (((x - mean[:, None, None]) ** 2) * weights).sum(dim=(1, 2)) / (count - 1).clamp(min=1)
+    std = var.clamp(min=eps).sqrt()
+    return (x - mean[:, None, None]) / std[:, None, None], mean, std
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean of `values` [B, N, ...] over real tokens (`mask` [B, N])."""
+    if mask is None:
+        return values.mean()
+    weights = mask.reshape(*mask.shape, *([1] * (values.dim() - mask.dim()))).to(values.dtype).expand_as(values)
+    return (values * weights).sum() / weights.sum().clamp(min=1)
+
+
+def spectrum_to_signal(log_amplitude: torch.Tensor, phase_sin: torch.Tensor, phase_cos: torch.Tensor,
+                       mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """Per-patch inverse FFT: z-scored log-amplitude and phase [B, N, P] + window stats [B] -> signal [B, N, P].
+
+    amplitude = expm1(log_amplitude * std + mean); signal = Re(ifft(amplitude * (cos + i sin))).
+    """
+    amplitude = torch.expm1(log_amplitude * std[:, None, None] + mean[:, None, None])
+    spectrum = torch.complex(amplitude * phase_cos, amplitude * phase_sin)
+    return torch.fft.ifft(spectrum, dim=-1).real
+
+
+# ----------------------------------------------------------------------------------------------------
+# Building blocks
+# ----------------------------------------------------------------------------------------------------
+
+
+class NeuroRVQAttention(nn.Module):
+    """Multi-head self-attention with bias-free qkv plus (q_bias, 0, v_bias), per-head q/k LayerNorm."""
+
+    def __init__(self, config: NeuroRVQConfig):
+        super().__init__()
+        dim, self.num_heads = config.hidden_size, config.num_attention_heads
+        head_dim = dim // self.num_heads
+        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
+        self.q_bias = nn.Parameter(torch.zeros(dim))
+        self.v_bias = nn.Parameter(torch.zeros(dim))
+        self.q_norm = nn.LayerNorm(head_dim, eps=config.qk_norm_eps)
+        self.k_norm = nn.LayerNorm(head_dim, eps=config.qk_norm_eps)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x [B, N, D]; attention_mask [B, 1, 1, N] bool (True = attend) -> [B, N, D]."""
+        bias = torch.cat((self.q_bias, torch.zeros_like(self.v_bias), self.v_bias))
+        qkv = F.linear(x, self.qkv.weight, bias)
+        q, k, v = rearrange(qkv, "b n (three h d) -> three b h n d", three=3, h=self.num_heads)
+        q, k = self.q_norm(q).type_as(v), self.k_norm(k).type_as(v)
+        x = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask)  # scale head_dim^-0.5
+        return self.proj(rearrange(x, "b h n d -> b n (h d)"))
+
+
+class NeuroRVQMLP(nn.Module):
+    def __init__(self, config: NeuroRVQConfig):
+        super().__init__()
+        hidden = int(config.hidden_size * config.mlp_ratio)
+        self.fc1 = nn.Linear(config.hidden_size, hidden)
+        self.fc2 = nn.Linear(hidden, config.hidden_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.gelu(self.fc1(x)))
+
+
+class NeuroRVQBlock(nn.Module):
+    """Pre-LayerNorm transformer block (no LayerScale)."""
+
+    def __init__(self, config: NeuroRVQConfig, layer_index: int):
+        super().__init__()
+        self.layer_index = layer_index
+        self.norm1 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.attn = NeuroRVQAttention(config)
+        self.norm2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.mlp = NeuroRVQMLP(config)
+
+    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x), attention_mask)
+        return x + self.mlp(self.norm2(x))
+
+
+class NeuroRVQConvBranch(nn.Module):
+    """One scale of the temporal convolution: two (conv -> GroupNorm -> GELU -> avg-pool) stages along time."""
+
+    def __init__(self, config: NeuroRVQConfig, kernel_sizes: Sequence[int]):
+        super().__init__()
+        channels = config.conv_channels
+        self.pool_sizes = config.conv_pool_sizes
+        self.groups = config.conv_groups
+        self.convs = nn.ModuleList(
+            nn.Conv2d(1 if i == 0 else channels, channels, kernel_size=(1, k), padding=(0, k // 2))
+            for i, k in enumerate(kernel_sizes)
+        )
+        self.norms = nn.ModuleList(nn.GroupNorm(self.groups, channels) for _ in kernel_sizes)
+
+    def group_norm(self, x: torch.Tensor, norm: nn.GroupNorm, mask: torch.Tensor | None) -> torch.Tensor:
+        """GroupNorm over the whole window, as released; with a mask, statistics come from real tokens only."""
+        if mask is None:
+            return norm(x)
+        b, c, n, t = x.shape
+        grouped = x.reshape(b, self.groups, c // self.groups, n, t)
+        weights = mask.reshape(b, 1, 1, n, 1).to(x.dtype).expand_as(grouped)
+        count = weights.sum(dim=(2, 3, 4), keepdim=True)
+        mean = (grouped * weights).sum(dim=(2, 3, 4), keepdim=True) / count
+        var = (((grouped - mean) ** 2) * weights).sum(dim=(2, 3, 4), keepdim=True) / count
+        x = ((grouped - mean) / torch.sqrt(var + norm.eps)).reshape(b, c, n, t)
+        return x * norm.weight.view(1, c, 1, 1) + norm.bias.view(1, c, 1, 1)
+
+    def forward(self, patches: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """patches [B, 1, N, P] -> features [B, N, D] (flattened time-major: index = t * channels + c)."""
+        x = patches
+        for conv, norm, pool in zip(self.convs, self.norms, self.pool_sizes):
+            x = F.avg_pool2d(F.gelu(self.group_norm(conv(x), norm, mask)), kernel_size=(1, pool))
+        return rearrange(x, "b c n t -> b n (t c)")
+
+
+class NeuroRVQTransformer(nn.Module):
+    """CLS token + spatial (channel) and temporal (patch) embeddings + shared blocks, run on all scales at once.
+
+    The S scales are stacked along the batch axis: one call of the blocks on [S*B, 1 + N, D] is the same
+    computation as S calls on [B, 1 + N, D] (`batch_scales=False` does the latter, for benchmarks).
+    """
+
+    def __init__(self, config: NeuroRVQConfig, num_layers: int):
+        super().__init__()
+        dim = config.hidden_size
+        self.max_patches = config.max_patches
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.spatial_embed = nn.Parameter(torch.zeros(len(config.channel_vocabulary) + 1, dim))
+        self.temporal_embed = nn.Parameter(torch.zeros(config.max_patches, dim))
+        self.layers = nn.ModuleList(NeuroRVQBlock(config, i) for i in range(num_layers))
+        self.scale_norms = nn.ModuleList(
+            nn.LayerNorm(dim, eps=config.layer_norm_eps) for _ in range(config.num_scales)
+        )
+        self.batch_scales = True
+
+    def forward(self, tokens: torch.Tensor, channel_indices: torch.Tensor, num_patches: int,
+                token_mask: torch.Tensor | None) -> torch.Tensor:
+        """tokens [S, B, N, D] (N = C * A, channel-major); channel_indices [B, C]; token_mask [B, N] -> [S, B, N, D]."""
+        num_scales, batch, n, dim = tokens.shape
+        spatial = self.spatial_embed[channel_indices.repeat_interleave(num_patches, dim=1)]  # [B, N, D]
+        temporal_index = torch.arange(self.max_patches - num_patches, self.max_patches, device=tokens.device)
+        temporal = self.temporal_embed[temporal_index].repeat(channel_indices.shape[1], 1)  # [N, D]
+        cls = (self.cls_token[0] + self.spatial_embed[0]).expand(num_scales, batch, 1, dim)  # CLS takes row 0
+        x = torch.cat((cls, tokens + spatial + temporal), dim=2)
+        attention_mask = None
+        if token_mask is not None:
+            keep = F.pad(token_mask, (1, 0), value=True)  # CLS is always real
+            attention_mask = keep[:, None, None, :].repeat(num_scales, 1, 1, 1)
+        x = x.reshape(num_scales * batch, n + 1, dim)
+        if self.batch_scales:
+            for layer in self.layers:
+                x = layer(x, attention_mask)
+        else:
+            chunks = []
+            for s in range(num_scales):
+                xs = x[s * batch:(s + 1) * batch]
+                ms = None if attention_mask is None else attention_mask[s * batch:(s + 1) * batch]
+                for layer in self.layers:
+                    xs = layer(xs, ms)
+                chunks.append(xs)
+            x = torch.cat(chunks)
+        x = x.reshape(num_scales, batch, n + 1, dim)[:, :, 1:]
+        return torch.stack([norm(x[s]) for s, norm in enumerate(self.scale_norms)])
+
+
+class NeuroRVQEncoder(nn.Module):
+    """Multi-scale temporal convolution -> shared transformer -> per-scale projection to code space."""
+
+    def __init__(self, config: NeuroRVQConfig):
+        super().__init__()
+        self.patch_size = config.patch_size
+        self.branches = nn.ModuleList(NeuroRVQConvBranch(config, k) for k in config.conv_kernel_sizes)
+        self.transformer = NeuroRVQTransformer(config, config.encoder_layers)
+        self.to_code = nn.ModuleList(
+            nn.Sequential(nn.Linear(config.hidden_size, config.hidden_size), nn.Tanh(),
+                          nn.Linear(config.hidden_size, config.code_dim))
+            for _ in range(config.num_scales)
+        )
+
+    def forward(self, input_values: torch.Tensor, channel_indices: torch.Tensor,
+                token_mask: torch.Tensor | None) -> torch.Tensor:
+        """input_values [B, C, T] microvolts -> code-space vectors [S, B, C * A, code_dim]."""
+        num_patches = input_values.shape[-1] // self.patch_size
+        patches = rearrange(input_values, "b c (a p) -> b 1 (c a) p", p=self.patch_size)
+        tokens = torch.stack([branch(patches, token_mask) for branch in self.branches])
+        hidden = self.transformer(tokens, channel_indices, num_patches, token_mask)
+        # the code projection runs in fp32, as released (autocast off)
+        with torch.autocast(device_type=hidden.device.type, enabled=False):
+            return torch.stack([proj(hidden[s].float()) for s, proj in enumerate(self.to_code)])
+
+
+class NeuroRVQDecoder(nn.Module):
+    """Per-scale code embedding -> shared transformer -> FFT log-amplitude and phase heads."""
+
+    def __init__(self, config: NeuroRVQConfig):
+        super().__init__()
+        dim, out = config.hidden_size, config.patch_size
+        self.code_embed = nn.ModuleList(nn.Linear(config.code_dim, dim) for _ in range(config.num_scales))
+        self.transformer = NeuroRVQTransformer(config, config.decoder_layers)
+        features = config.num_scales * dim
+        self.amplitude_head = nn.Sequential(nn.Linear(features, dim), nn.GELU(), nn.Linear(dim, out))
+        self.phase_sin_head = nn.Sequential(nn.Linear(features, dim), nn.Tanh(), nn.Linear(dim, out), nn.Tanh())
+        self.phase_cos_head = nn.Sequential(nn.Linear(features, dim), nn.Tanh(), nn.Linear(dim, out), nn.Tanh())
+
+    def forward(self, quantized: torch.Tensor, channel_indices: torch.Tensor, num_patches: int,
+                token_mask: torch.Tensor | None):
+        """quantized [S, B, N, code_dim] -> (log_amplitude, phase_sin, phase_cos), each [B, N, patch_size]."""
+        tokens = torch.stack([embed(quantized[s]) for s, embed in enumerate(self.code_embed)])
+        hidden = self.transformer(tokens, channel_indices, num_patches, token_mask)
+        features = rearrange(hidden, "s b n d -> b n (s d)")
+        return self.amplitude_head(features), self.phase_sin_head(features), self.phase_cos_head(features)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The model
+# ----------------------------------------------------------------------------------------------------
+
+
+class NeuroRVQPreTrainedModel(PreTrainedModel):
+    config_class = NeuroRVQConfig
+    base_model_prefix = "neurorvq"
+    main_input_name = "input_values"
+    supports_gradient_checkpointing = False
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        std = self.config.initializer_range
+        if isinstance(module, (nn.Linear, nn.Conv2d)):
+            init.trunc_normal_(module.weight, std=std, a=-std, b=std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, (nn.LayerNorm, nn.GroupNorm)):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+        elif isinstance(module, NeuroRVQTransformer):
+            for parameter in (module.cls_token, module.spatial_embed, module.temporal_embed):
+                init.trunc_normal_(parameter, std=std, a=-std, b=std)
+        elif isinstance(module, NeuroRVQAttention):
+            init.zeros_(module.q_bias)
+            init.zeros_(module.v_bias)
+        elif isinstance(module, NeuroRVQBlock):
+            # depth-scaled residual projections, as released
+            for weight in (module.attn.proj.weight, module.mlp.fc2.weight):
+                if not getattr(weight, "_is_hf_initialized", False):
+                    weight.div_((2.0 * (module.layer_index + 1)) ** 0.5)
+        elif hasattr(module, "codebook") and hasattr(module, "initialized"):
+            for buffer in (module.codebook, module.ema_sum, module.ema_count, module.usage, module.initialized):
+                init.zeros_(buffer)
+
+
+class NeuroRVQTokenizer(NeuroRVQPreTrainedModel):
+    """The NeuroRVQ EEG tokenizer: EEG in microvolts <-> codes [B, S, K, C, A].
+
+    Example:
+
+    ```python
+    >>> tokenizer = NeuroRVQTokenizer.from_pretrained("path/to/model")
+    >>> encoded = tokenizer.encode(eeg_microvolts, channel_names)  # eeg [B, C, A * 200] at 200 Hz
+    >>> eeg = tokenizer.decode(encoded.codes, channel_names, encoded.log_amplitude_mean, encoded.log_amplitude_std)
+    ```
+    """
+
+    def __init__(self, config: NeuroRVQConfig):
+        super().__init__(config)
+        self.encoder = NeuroRVQEncoder(config)
+        self.quantizers = nn.ModuleList(
+            ResidualVectorQuantizer(
+                config.num_quantizers, config.codebook_size, config.code_dim, config.quantizer_type,
+                config.ema_decay, config.kmeans_iters, config.commitment_weight, config.codebook_weight,
+            )
+            for _ in range(config.num_scales)
+        )
+        self.decoder = NeuroRVQDecoder(config)
+        self._vocabulary_index = {name: i for i, name in enumerate(config.channel_vocabulary)}
+        self.post_init()
+
+    # ---- input checks -------------------------------------------------------------------------------
+
+    def channel_indices(self, channel_names, batch_size: int, num_channels: int) -> torch.LongTensor:
+        """Vocabulary indices [B, C] of `channel_names` (one list for the batch, or one list per sample)."""
+        if isinstance(channel_names, str) or not isinstance(channel_names, Sequence):
+            raise ValueError("channel_names must be a list of channel names (or one list per batch item)")
+        per_sample = len(channel_names) > 0 and not isinstance(channel_names[0], str)
+        lists = list(channel_names) if per_sample else [channel_names] * batch_size
+        if len(lists) != batch_size:
+            raise ValueError(f"channel_names has {len(lists)} lists for a batch of {batch_size}")
+        rows = []
+        for names in lists:
+            if len(names) != num_channels:
+                raise ValueError(f"channel_names has {len(names)} names but the input has {num_channels} channels")
+            unknown = [n for n in names if str(n).lower() not in self._vocabulary_index]
+            if unknown:
+                raise ValueError(
+                    f"unknown channel names {unknown}: not in the model's vocabulary; map recorded names with "
+                    "NeuroRVQFeatureExtractor (or neurorvq.tokenizer.channels.map_channel_names) first"
+                )
+            lowered = [str(n).lower() for n in names]
+            if len(set(lowered)) != len(lowered):
+                raise ValueError(f"channel_names has duplicates: {names}")
+            rows.append([self._vocabulary_index[n] for n in lowered])
+        return torch.tensor(rows, dtype=torch.long, device=self.device)
+
+    def _check_input(self, input_values: torch.Tensor, channel_names, padding_mask):
+        """Validate input [B, C, T] microvolts; return (channel_indices [B, C], patch mask [B, C, A] or None)."""
+        if not isinstance(input_values, torch.Tensor):
+            raise ValueError(f"input_values must be a torch.Tensor [B, C, T], got {type(input_values).__name__}")
+        if input_values.dim() != 3:
+            raise ValueError(f"input_values must have shape [B, C, T] (batch, channels, samples), got {tuple(input_values.shape)}")
+        if not input_values.is_floating_point():
+            raise ValueError(f"input_values must be floating point microvolts, got {input_values.dtype}")
+        batch, channels, samples = input_values.shape
+        patch = self.config.patch_size
+        if batch == 0 or channels == 0:
+            raise ValueError(f"input_values is empty: shape {tuple(input_values.shape)}")
+        if samples < patch:
+            raise ValueError(f"input is too short: {samples} samples, at least one patch of {patch} samples "
+                             f"({patch / self.config.sampling_rate:g} s at {self.config.sampling_rate} Hz) is needed")
+        if samples % patch:
+            raise ValueError(f"the number of samples T={samples} must be a multiple of the patch size {patch}; "
+                             "pad (with a padding_mask) or crop first")
+        num_patches = samples // patch
+        if channels * num_patches > self.config.max_patches:
+            raise ValueError(f"too many tokens: {channels} channels x {num_patches} patches = {channels * num_patches} "
+                             f"> max_patches={self.config.max_patches}; use shorter windows or fewer channels")
+        if not torch.isfinite(input_values).all():
+            bad = (~torch.isfinite(input_values)).any(dim=(0, 2)).nonzero().flatten().tolist()
+            raise ValueError(f"input_values contains NaN or Inf (channels at positions {bad})")
+        indices = self.channel_indices(channel_names, batch, channels)
+        patch_mask = None
+        if padding_mask is not None:
+            if tuple(padding_mask.shape) != tuple(input_values.shape):
+                raise ValueError(f"padding_mask must have the input's shape {tuple(input_values.shape)}, "
+                                 f"got {tuple(padding_mask.shape)}")
+            patch_mask = padding_mask.to(self.device).bool().reshape(batch, channels, num_patches, patch).any(dim=-1)
+            if not patch_mask.any(dim=(1, 2)).all():
+                raise ValueError("padding_mask marks a whole window as padding")
+            if patch_mask.all():
+                patch_mask = None  # nothing padded: the exact released computation
+        return indices, patch_mask
+
+    # ---- encode / decode ----------------------------------------------------------------------------
+
+    def _spectrum_statistics(self, patches: torch.Tensor, token_mask: torch.Tensor | None):
+        """patches [B, N, P] microvolts -> z-scored log1p|FFT|, sin, cos [B, N, P] and window stats [B]."""
+        spectrum = torch.fft.fft(patches.float(), dim=-1)
+        log_amplitude, mean, std = masked_standardize(torch.log1p(spectrum.abs()), token_mask)
+        angle = torch.angle(spectrum)
+        return log_amplitude, torch.sin(angle), torch.cos(angle), mean, std
+
+    def _quantize(self, latents: torch.Tensor, token_mask: torch.Tensor | None, num_quantizers: int | None):
+        """latents [S, B, N, D] -> quantized [S, B, N, D], codes [B, S, K, N], loss, usage/perplexity [S, K]."""
+        num_scales, batch, n, dim = latents.shape
+        flat_mask = None if token_mask is None else token_mask.reshape(-1)
+        outputs = [q(latents[s].reshape(-1, dim), flat_mask, num_quantizers) for s, q in enumerate(self.quantizers)]
+        quantized = torch.stack([o.quantized.reshape(batch, n, dim) for o in outputs])
+        codes = torch.stack([o.codes.reshape(-1, batch, n) for o in outputs]).permute(2, 0, 1, 3)
+        loss = torch.stack([o.loss for o in outputs]).sum()
+        return quantized, codes, loss, torch.stack([o.usage for o in outputs]), torch.stack([o.perplexity for o in outputs])
+
+    @torch.no_grad()
+    def encode(self, input_values: torch.Tensor, channel_names, padding_mask: torch.Tensor | None = None,
+               num_quantizers: int | None = None) -> NeuroRVQEncoderOutput:
+        """Tokenise EEG.
+
+        Args:
+            input_values: [B, C, T] float microvolts at `config.sampling_rate`, T a multiple of
+                `config.patch_size`, C * T / patch_size <= `config.max_patches`.
+            channel_names: C vocabulary names (or one list per batch item).
+            padding_mask: optional [B, C, T], 1 = real sample, 0 = padding.
+            num_quantizers: use the first K' <= K stages of every scale.
+
+        Returns:
+            [`NeuroRVQEncoderOutput`] with `codes` [B, S, K', C, A] and the window statistics that
+            [`decode`] needs to return microvolts.
+        """
+        channel_indices, patch_mask = self._check_input(input_values, channel_names, padding_mask)
+        batch, channels, samples = input_values.shape
+        num_patches = samples // self.config.patch_size
+        if num_quantizers is not None and not 1 <= num_quantizers <= self.config.num_quantizers:
+            raise ValueError(f"num_quantizers must be in [1, {self.config.num_quantizers}], got {num_quantizers}")
+        token_mask = None if patch_mask is None else patch_mask.reshape(batch, -1)
+        input_values = input_values.to(self.device)
+        patches = rearrange(input_values, "b c (a p) -> b (c a) p", p=self.config.patch_size)
+        _, _, _, mean, std = self._spectrum_statistics(patches, token_mask)
+        latents = self.encoder(input_values, channel_indices, token_mask)
+        quantized, codes, _, _, _ = self._quantize(latents, token_mask, num_quantizers)
+        return NeuroRVQEncoderOutput(
+            codes=codes.reshape(batch, self.config.num_scales, -1, channels, num_patches),
+            log_amplitude_mean=mean,
+            log_amplitude_std=std,
+            patch_mask=patch_mask,
+            quantized=rearrange(quantized, "s b (c a) d -> b s c a d", c=channels),
+        )
+
+    def _check_codes(self, codes: torch.Tensor) -> None:
+        if not isinstance(codes, torch.Tensor) or codes.dim() != 5:
+            shape = tuple(codes.shape) if isinstance(codes, torch.Tensor) else type(codes).__name__
+            raise ValueError(f"codes must be a LongTensor [B, S, K, C, A], got {shape}")
+        if codes.is_floating_point():
+            raise ValueError(f"codes must be integers, got {codes.dtype}")
+        b, s, k, c, a = codes.shape
+        if s != self.config.num_scales:
+            raise ValueError(f"codes have {s} scales, the model has {self.config.num_scales}")
+        if not 1 <= k <= self.config.num_quantizers:
+            raise ValueError(f"codes have {k} stages, the model has 1 to {self.config.num_quantizers}")
+        if c * a > self.config.max_patches:
+            raise ValueError(f"too many tokens: {c} channels x {a} patches > max_patches={self.config.max_patches}")
+        if codes.numel() and (codes.min() < 0 or codes.max() >= self.config.codebook_size):
+            raise ValueError(f"codes must lie in [0, {self.config.codebook_size}), got [{int(codes.min())}, {int(codes.max())}]")
+
+    def decode_spectrum(self, codes: torch.Tensor, channel_names, patch_mask: torch.Tensor | None = None) -> NeuroRVQSpectrumOutput:
+        """Codes [B, S, K', C, A] -> the decoder's z-scored log-amplitude and phase, each [B, C, A, patch_size]."""
+        self._check_codes(codes)
+        batch, num_scales, _, channels, num_patches = codes.shape
+        channel_indices = self.channel_indices(channel_names, batch, channels)
+        codes = codes.to(self.device)
+        quantized = torch.stack([
+            q.decode(rearrange(codes[:, s], "b k c a -> k b (c a)")) for s, q in enumerate(self.quantizers)
+        ])
+        token_mask = None if patch_mask is None else patch_mask.to(self.device).bool().reshape(batch, -1)
+        log_amplitude, sin, cos = self.decoder(quantized, channel_indices, num_patches, token_mask)
+        shape = dict(c=channels)
+        return NeuroRVQSpectrumOutput(
+            log_amplitude=rearrange(log_amplitude, "b (c a) p -> b c a p", **shape),
+            phase_sin=rearrange(sin, "b (c a) p -> b c a p", **shape),
+            phase_cos=rearrange(cos, "b (c a) p -> b c a p", **shape),
+        )
+
+    @torch.no_grad()
+    def decode(self, codes: torch.Tensor, channel_names, log_amplitude_mean: torch.Tensor,
+               log_amplitude_std: torch.Tensor, patch_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Codes back to EEG.
+
+        Args:
+            codes: [B, S, K', C, A] (K' <= K: fewer stages decode too, coarser).
+            channel_names: C vocabulary names (or one list per batch item).
+            log_amplitude_mean, log_amplitude_std: [B] window statistics from [`encode`] (the released
+                design needs them to restore absolute amplitude).
+            patch_mask: optional [B, C, A], True = real patch (from [`encode`]).
+
+        Returns:
+            EEG [B, C, A * patch_size] in microvolts.
+        """
+        if log_amplitude_mean is None or log_amplitude_std is None:
+            raise ValueError("decode needs log_amplitude_mean and log_amplitude_std (from encode): the official "
+                             "NeuroRVQ codes carry no absolute amplitude")
+        spectrum = self.decode_spectrum(codes, channel_names, patch_mask)
+        batch, channels = codes.shape[0], codes.shape[3]
+        mean = torch.as_tensor(log_amplitude_mean, dtype=torch.float32, device=self.device).reshape(batch)
+        std = torch.as_tensor(log_amplitude_std, dtype=torch.float32, device=self.device).reshape(batch)
+        flat = [rearrange(t, "b c a p -> b (c a) p").float() for t in spectrum.values()]
+        signal = spectrum_to_signal(*flat, mean, std)
+        return rearrange(signal, "b (c a) p -> b c (a p)", c=channels)
+
+    # ---- training forward ---------------------------------------------------------------------------
+
+    def forward(self, input_values: torch.Tensor, channel_names, padding_mask: torch.Tensor | None = None,
+                return_dict: bool | None = None) -> NeuroRVQOutput:
+        """Encode, quantise, decode and score a batch.
+
+        Args:
+            input_values: [B, C, T] float microvolts (see [`encode`]).
+            channel_names: C vocabulary names (or one list per batch item).
+            padding_mask: optional [B, C, T], 1 = real sample.
+
+        Returns:
+            [`NeuroRVQOutput`]: the weighted loss, its terms, the reconstruction in microvolts, z-scored input
+            and reconstruction, codes and per-stage codebook usage and perplexity.
+        """
+        channel_indices, patch_mask = self._check_input(input_values, channel_names, padding_mask)
+        config = self.config
+        batch, channels, samples = input_values.shape
+        num_patches = samples // config.patch_size
+        token_mask = None if patch_mask is None else patch_mask.reshape(batch, -1)
+        input_values = input_values.to(self.device)
+
+        patches = rearrange(input_values, "b c (a p) -> b (c a) p", p=config.patch_size).float()
+        target_amplitude, target_sin, target_cos, mean, std = self._spectrum_statistics(patches, token_mask)
+        latents = self.encoder(input_values, channel_indices, token_mask)
+        quantized, codes, quantizer_loss, usage, perplexity = self._quantize(latents, token_mask, None)
+        log_amplitude, sin, cos = self.decoder(quantized, channel_indices, num_patches, token_mask)
+        log_amplitude, sin, cos = log_amplitude.float(), sin.float(), cos.float()
+
+        signal = spectrum_to_signal(log_amplitude, sin, cos, mean, std)  # [B, N, P] microvolts
+        zscored_input, _, _ = masked_standardize(patches, token_mask)
+        zscored_reconstruction, _, _ = masked_standardize(signal, token_mask)
+
+        amplitude_loss = masked_mean((log_amplitude - target_amplitude) ** 2, token_mask)
+        predicted_phase = torch.stack((cos, sin), dim=-1)
+        target_phase = torch.stack((target_cos, target_sin), dim=-1)
+        phase_loss = (1.0 - masked_mean(F.cosine_similarity(predicted_phase, target_phase, dim=-1), token_mask)
+                      + config.phase_norm_weight * masked_mean((sin ** 2 + cos ** 2 - 1) ** 2, token_mask))
+        time_loss = masked_mean((zscored_reconstruction - zscored_input) ** 2, token_mask)
+        loss = (config.quantizer_loss_weight * quantizer_loss + config.amplitude_loss_weight * amplitude_loss
+                + config.phase_loss_weight * phase_loss + config.time_loss_weight * time_loss)
+
+        to_signal = lambda t: rearrange(t, "b (c a) p -> b c (a p)", c=channels)  # noqa: E731
+        to_patches = lambda t: rearrange(t, "b (c a) p -> b c a p", c=channels)  # noqa: E731
+        return NeuroRVQOutput(
+            loss=loss,
+            quantizer_loss=quantizer_loss,
+            amplitude_loss=amplitude_loss,
+            phase_loss=phase_loss,
+            time_loss=time_loss,
+            reconstruction=to_signal(signal),
+            zscored_input=to_signal(zscored_input),
+            zscored_reconstruction=to_signal(zscored_reconstruction),
+            codes=codes.reshape(batch, config.num_scales, -1, channels, num_patches),
+            codebook_usage=usage,
+            codebook_perplexity=perplexity,
+            spectrum=NeuroRVQSpectrumOutput(log_amplitude=to_patches(log_amplitude), phase_sin=to_patches(sin),
+                                            phase_cos=to_patches(cos)),
+        )
