@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def _convert_official(args: argparse.Namespace) -> int:
@@ -11,6 +12,84 @@ def _convert_official(args: argparse.Namespace) -> int:
 
     folder = convert_official_checkpoint(args.checkpoint, args.output)
     print(f"wrote {folder} (load with NeuroRVQTokenizer.from_pretrained({str(folder)!r}))")
+    return 0
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    from neurorvq.tokenizer.data import prepare_dataset
+    from neurorvq.tokenizer.feature_extraction_neurorvq import NeuroRVQFeatureExtractor
+
+    extractor = NeuroRVQFeatureExtractor(window_patches=args.window_patches)
+    report = prepare_dataset(
+        args.inputs, args.output, extractor, validation_fraction=args.validation_fraction, split_by=args.split_by,
+        seed=args.seed, on_error=args.on_error, on_unknown_channel=args.on_unknown_channel,
+        text_channel_names=args.text_channel_names.split(",") if args.text_channel_names else None,
+    )
+    print(("reused cached dataset " if report.reused_cache else "wrote dataset ") + report.output_dir)
+    for split, count in report.windows.items():
+        print(f"  {split}: {count} windows from {len(report.subjects[split])} subjects")
+    print(f"  skipped files: {len(report.skipped)}")
+    for path, reason in report.skipped:
+        print(f"    {path}: {reason}")
+    return 0
+
+
+def _training_arguments(args: argparse.Namespace):
+    from neurorvq.tokenizer.training import TrainingArguments
+
+    return TrainingArguments(
+        output_dir=args.output, max_steps=args.max_steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
+        weight_decay=args.weight_decay, warmup_steps=args.warmup_steps, max_grad_norm=args.max_grad_norm,
+        gradient_accumulation_steps=args.gradient_accumulation_steps, mixed_precision=args.mixed_precision,
+        save_steps=args.save_steps, eval_steps=args.eval_steps, logging_steps=args.logging_steps, seed=args.seed,
+        resume=args.resume, num_workers=args.num_workers,
+    )
+
+
+def _add_training_options(parser: argparse.ArgumentParser, learning_rate: float) -> None:
+    group = parser.add_argument_group("training (Accelerate: run under `accelerate launch` for several processes)")
+    group.add_argument("--max-steps", type=int, default=2000, help="optimizer steps (default: %(default)s)")
+    group.add_argument("--batch-size", type=int, default=8, help="windows per process per micro-batch (default: %(default)s)")
+    group.add_argument("--learning-rate", type=float, default=learning_rate, help="peak AdamW learning rate (default: %(default)s)")
+    group.add_argument("--weight-decay", type=float, default=0.05, help="AdamW weight decay on matrices (default: %(default)s)")
+    group.add_argument("--warmup-steps", type=int, default=100, help="linear warm-up steps before cosine decay (default: %(default)s)")
+    group.add_argument("--max-grad-norm", type=float, default=3.0, help="gradient clipping norm, 0 disables (default: %(default)s)")
+    group.add_argument("--gradient-accumulation-steps", type=int, default=1, help="micro-batches per optimizer step (default: %(default)s)")
+    group.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], default="no",
+                       help="autocast dtype where the hardware has it; the quantizer always runs in fp32 (default: %(default)s)")
+    group.add_argument("--save-steps", type=int, default=250, help="save_state every N steps (default: %(default)s)")
+    group.add_argument("--eval-steps", type=int, default=250, help="validate every N steps (default: %(default)s)")
+    group.add_argument("--logging-steps", type=int, default=10, help="log every N steps to OUTPUT/log.jsonl (default: %(default)s)")
+    group.add_argument("--seed", type=int, default=0, help="seed of weights, data order and k-means (default: %(default)s)")
+    group.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in OUTPUT/checkpoints")
+    group.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes (default: %(default)s)")
+
+
+def _train_tokenizer(args: argparse.Namespace) -> int:
+    from neurorvq.tokenizer.training import train_tokenizer
+
+    model, state = train_tokenizer(args.config, args.data, _training_arguments(args), init_from=args.init_from)
+    print(f"trained {state.step} steps; model saved to {args.output}")
+    return 0
+
+
+def _evaluate_tokenizer(args: argparse.Namespace) -> int:
+    import json
+
+    from neurorvq.tokenizer import NeuroRVQTokenizer
+    from neurorvq.tokenizer.data import load_prepared
+    from neurorvq.tokenizer.evaluation import evaluate_tokenizer, format_table, plot_evaluation
+
+    model = NeuroRVQTokenizer.from_pretrained(args.model)
+    rows = load_prepared(args.data, args.split)
+    results = evaluate_tokenizer(model, rows, batch_size=args.batch_size, max_windows=args.max_windows)
+    print(format_table(results))
+    if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(json.dumps(results, indent=1))
+        print(f"metrics: {args.output}")
+    if args.figure:
+        print(f"figure: {plot_evaluation(model, rows, results, args.figure)}")
     return 0
 
 
@@ -31,6 +110,61 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("checkpoint", help="path to the released state dict (.safetensors, .pt, .pth)")
     convert.add_argument("--output", "-o", required=True, help="folder to write the converted model to")
     convert.set_defaults(run=_convert_official)
+
+    prepare = commands.add_parser(
+        "prepare",
+        help="preprocess recordings into a windowed datasets folder, split by subject",
+        description="Read recordings (any file MNE reads, one-column microvolt .txt, or folders of them), apply the "
+                    "released preprocessing, cut windows and save a Hugging Face DatasetDict (train / validation, "
+                    "split by subject or recording, never by window). Re-running on unchanged inputs reuses it.",
+    )
+    prepare.add_argument("inputs", nargs="+", help="recording files or folders (searched recursively)")
+    prepare.add_argument("--output", "-o", required=True, help="dataset folder to write")
+    prepare.add_argument("--validation-fraction", type=float, default=0.15,
+                         help="share of subjects held out for validation (default: %(default)s)")
+    prepare.add_argument("--split-by", choices=["subject", "recording"], default="subject",
+                         help="unit of the train/validation split (default: %(default)s)")
+    prepare.add_argument("--seed", type=int, default=0, help="seed of the split (default: %(default)s)")
+    prepare.add_argument("--on-error", choices=["raise", "skip"], default="raise",
+                         help="unreadable or corrupt files: stop with an error naming the file, or skip and count them "
+                              "(default: %(default)s)")
+    prepare.add_argument("--on-unknown-channel", choices=["raise", "drop"], default="drop",
+                         help="channels outside the model vocabulary: error, or drop with a warning (default: %(default)s)")
+    prepare.add_argument("--window-patches", type=int, default=None,
+                         help="one-second patches per window (default: as many as fit in 256 tokens)")
+    prepare.add_argument("--text-channel-names", default=None,
+                         help="comma-separated labels of the columns of .txt recordings (without them .txt files are skipped)")
+    prepare.set_defaults(run=_prepare)
+
+    train = commands.add_parser(
+        "train-tokenizer",
+        help="train a NeuroRVQ tokenizer on a prepared dataset with Accelerate",
+        description="Train a NeuroRVQ tokenizer (AdamW, warm-up + cosine, clipping, accumulation, mixed precision, "
+                    "periodic save_state, --resume). Several processes or GPUs: `accelerate launch --config_file "
+                    "configs/accelerate/ddp.yaml -m neurorvq.pipelines.cli train-tokenizer ...`.",
+    )
+    train.add_argument("--config", required=True, help="model config JSON (e.g. configs/tokenizer/small.json)")
+    train.add_argument("--data", required=True, help="dataset folder written by `neurorvq prepare`")
+    train.add_argument("--output", "-o", required=True, help="folder for checkpoints, log.jsonl and the final model")
+    train.add_argument("--init-from", default=None, help="start from this pretrained tokenizer instead of random weights")
+    _add_training_options(train, learning_rate=1e-3)
+    train.set_defaults(run=_train_tokenizer)
+
+    evaluate = commands.add_parser(
+        "evaluate-tokenizer",
+        help="fidelity, rate and codebook usage of a tokenizer on a prepared split, against a DCT codec",
+        description="Reconstruct every window of a prepared split and report the z-scored MSE (the paper's metric), "
+                    "PCC, per-band NMSE, bits per channel-second and codebook usage per stage, with a DCT transform "
+                    "codec at equal bits and both rate-distortion curves (1..K stages). Optionally a PNG figure.",
+    )
+    evaluate.add_argument("model", help="tokenizer folder, or a bundled name such as neurorvq/tokenizer-small")
+    evaluate.add_argument("--data", required=True, help="dataset folder written by `neurorvq prepare`")
+    evaluate.add_argument("--split", default="validation", help="split to evaluate (default: %(default)s)")
+    evaluate.add_argument("--batch-size", type=int, default=16, help="windows per encode call (default: %(default)s)")
+    evaluate.add_argument("--max-windows", type=int, default=None, help="evaluate at most this many windows")
+    evaluate.add_argument("--output", default=None, help="write the metrics as JSON here")
+    evaluate.add_argument("--figure", default=None, help="write a PNG (traces, PSD overlay, rate-distortion) here")
+    evaluate.set_defaults(run=_evaluate_tokenizer)
     return parser
 
 

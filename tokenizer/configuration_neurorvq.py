@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 from transformers import PretrainedConfig
 
 from .channels import CHANNEL_VOCABULARY
 
 QUANTIZER_TYPES = ("official", "standard")
+AMPLITUDE_SIDE_INFORMATION = ("window_statistics", "scale_tokens")
 
 
 class NeuroRVQConfig(PretrainedConfig):
@@ -36,7 +39,16 @@ class NeuroRVQConfig(PretrainedConfig):
         num_quantizers (`int`): residual stages per scale.
         quantizer_type (`str`): `"official"` (every stage L2-normalises its residual, as released) or
             `"standard"` (plain residual VQ on un-normalised residuals).
+        amplitude_side_information (`str`): how decoding recovers absolute amplitude.
+            `"window_statistics"` (as released): the FFT log-amplitude is z-scored per window and the window's
+            mean and std (two floats) must be passed to `decode`. `"scale_tokens"`: it is z-scored per patch
+            (channel x second) and the patch's mean and std are quantised into `num_scale_tokens` uniform
+            levels over `scale_mean_range` / `scale_std_range`: `scale_codes` [B, 2, C, A], so codes alone
+            decode to microvolts.
+        num_scale_tokens (`int`), scale_mean_range, scale_std_range (`list[float]`): the scale-token grid.
         ema_decay (`float`): EMA decay of the codebooks.
+        dead_code_threshold (`float`): in training, a code whose EMA assignment count falls below this is
+            restarted from a random vector of the current batch (0 disables it, as released).
         kmeans_iters (`int`): k-means iterations of the first-batch codebook initialisation.
         commitment_weight (`float`), codebook_weight (`float`): per-stage quantizer loss weights.
         quantizer_loss_weight, amplitude_loss_weight, phase_loss_weight, time_loss_weight (`float`):
@@ -67,7 +79,12 @@ class NeuroRVQConfig(PretrainedConfig):
         code_dim: int = 128,
         num_quantizers: int = 8,
         quantizer_type: str = "official",
+        amplitude_side_information: str = "window_statistics",
+        num_scale_tokens: int = 256,
+        scale_mean_range: list[float] | None = None,
+        scale_std_range: list[float] | None = None,
         ema_decay: float = 0.99,
+        dead_code_threshold: float = 0.0,
         kmeans_iters: int = 10,
         commitment_weight: float = 1.0,
         codebook_weight: float = 0.4,
@@ -98,7 +115,12 @@ class NeuroRVQConfig(PretrainedConfig):
         self.code_dim = code_dim
         self.num_quantizers = num_quantizers
         self.quantizer_type = quantizer_type
+        self.amplitude_side_information = amplitude_side_information
+        self.num_scale_tokens = num_scale_tokens
+        self.scale_mean_range = list(scale_mean_range or [-1.0, 11.0])
+        self.scale_std_range = list(scale_std_range or [0.0, 3.0])
         self.ema_decay = ema_decay
+        self.dead_code_threshold = dead_code_threshold
         self.kmeans_iters = kmeans_iters
         self.commitment_weight = commitment_weight
         self.codebook_weight = codebook_weight
@@ -128,7 +150,7 @@ class NeuroRVQConfig(PretrainedConfig):
 
         for name in ("sampling_rate", "patch_size", "max_patches", "conv_channels", "conv_groups", "hidden_size",
                      "num_attention_heads", "encoder_layers", "decoder_layers", "codebook_size", "code_dim",
-                     "num_quantizers", "kmeans_iters"):
+                     "num_quantizers", "kmeans_iters", "num_scale_tokens"):
             positive_int(name)
         for name in ("mlp_ratio", "layer_norm_eps", "qk_norm_eps", "initializer_range"):
             if not float(getattr(self, name)) > 0:
@@ -139,6 +161,17 @@ class NeuroRVQConfig(PretrainedConfig):
                 raise ValueError(f"NeuroRVQConfig.{name} must be >= 0, got {getattr(self, name)!r}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"NeuroRVQConfig.ema_decay must be in [0, 1), got {self.ema_decay!r}")
+        if not float(self.dead_code_threshold) >= 0:
+            raise ValueError(f"NeuroRVQConfig.dead_code_threshold must be >= 0, got {self.dead_code_threshold!r}")
+        if self.amplitude_side_information not in AMPLITUDE_SIDE_INFORMATION:
+            raise ValueError(f"NeuroRVQConfig.amplitude_side_information must be one of {AMPLITUDE_SIDE_INFORMATION}, "
+                             f"got {self.amplitude_side_information!r}")
+        for name in ("scale_mean_range", "scale_std_range"):
+            low_high = getattr(self, name)
+            if len(low_high) != 2 or not float(low_high[0]) < float(low_high[1]):
+                raise ValueError(f"NeuroRVQConfig.{name} must be [low, high] with low < high, got {low_high!r}")
+        if self.num_scale_tokens < 2:
+            raise ValueError(f"NeuroRVQConfig.num_scale_tokens must be >= 2, got {self.num_scale_tokens!r}")
         if self.quantizer_type not in QUANTIZER_TYPES:
             raise ValueError(f"NeuroRVQConfig.quantizer_type must be one of {QUANTIZER_TYPES}, got {self.quantizer_type!r}")
         vocabulary = self.channel_vocabulary
@@ -173,8 +206,12 @@ class NeuroRVQConfig(PretrainedConfig):
                 f"NeuroRVQConfig.num_attention_heads ({self.num_attention_heads}) must divide hidden_size ({self.hidden_size})"
             )
 
-    @property
-    def bits_per_code(self) -> float:
-        import math
-
-        return math.log2(self.codebook_size)
+    def bits_per_channel_second(self, num_quantizers: int | None = None, num_channels: int = 1,
+                                num_patches: int = 1) -> float:
+        """Bits spent per channel-second: S x K' codes of log2(codebook_size) bits, plus side information
+        (scale tokens: 2 x log2(num_scale_tokens) per patch; window statistics: two float32 per window)."""
+        k = num_quantizers or self.num_quantizers
+        bits = self.num_scales * k * math.log2(self.codebook_size) * self.sampling_rate / self.patch_size
+        if self.amplitude_side_information == "scale_tokens":
+            return bits + 2 * math.log2(self.num_scale_tokens) * self.sampling_rate / self.patch_size
+        return bits + 64.0 / (num_channels * num_patches * self.patch_size / self.sampling_rate)

@@ -12,6 +12,7 @@ std (the side information that codes alone do not carry).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -36,10 +37,12 @@ class NeuroRVQEncoderOutput(ModelOutput):
 
     Args:
         codes (`torch.LongTensor` [B, S, K, C, A]): code per (scale, stage, channel, patch).
-        log_amplitude_mean (`torch.FloatTensor` [B]): mean of log1p|FFT| over the window's real patches
-            (the FFT of microvolt patches); with `log_amplitude_std`, the side information that decoding to
-            microvolts needs.
-        log_amplitude_std (`torch.FloatTensor` [B]): its standard deviation (unbiased).
+        log_amplitude_mean (`torch.FloatTensor`): mean of log1p|FFT| of the microvolt patches: [B] over each
+            window's real patches (`window_statistics`), or [B, C, A] per patch, as the scale tokens encode
+            it (`scale_tokens`). With `log_amplitude_std`, what decoding to microvolts needs.
+        log_amplitude_std (`torch.FloatTensor`): its standard deviation (unbiased), same shape.
+        scale_codes (`torch.LongTensor` [B, 2, C, A]): with `scale_tokens`, the quantised (mean, std) per
+            patch; `decode` needs nothing else.
         patch_mask (`torch.BoolTensor` [B, C, A]): True where a patch holds real data.
         quantized (`torch.FloatTensor` [B, S, C, A, code_dim]): the quantised vectors.
     """
@@ -47,6 +50,7 @@ class NeuroRVQEncoderOutput(ModelOutput):
     codes: torch.LongTensor | None = None
     log_amplitude_mean: torch.FloatTensor | None = None
     log_amplitude_std: torch.FloatTensor | None = None
+    scale_codes: torch.LongTensor | None = None
     patch_mask: torch.BoolTensor | None = None
     quantized: torch.FloatTensor | None = None
 
@@ -76,6 +80,7 @@ class NeuroRVQOutput(ModelOutput):
         zscored_input, zscored_reconstruction (`[B, C, T]`): both z-scored per window (the paper's metric
             is the MSE between them, `time_loss`).
         codes (`[B, S, K, C, A]`): codes.
+        scale_codes (`[B, 2, C, A]`): amplitude scale tokens (`scale_tokens` side information only).
         codebook_usage, codebook_perplexity (`[S, K]`): fraction of codes used and exp(entropy) of the code
             histogram in this batch, per scale and stage.
         spectrum: the decoder's [`NeuroRVQSpectrumOutput`].
@@ -90,6 +95,7 @@ class NeuroRVQOutput(ModelOutput):
     zscored_input: torch.FloatTensor | None = None
     zscored_reconstruction: torch.FloatTensor | None = None
     codes: torch.LongTensor | None = None
+    scale_codes: torch.LongTensor | None = None
     codebook_usage: torch.FloatTensor | None = None
     codebook_perplexity: torch.FloatTensor | None = None
     spectrum: NeuroRVQSpectrumOutput | None = None
@@ -127,11 +133,11 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor
 
 def spectrum_to_signal(log_amplitude: torch.Tensor, phase_sin: torch.Tensor, phase_cos: torch.Tensor,
                        mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """Per-patch inverse FFT: z-scored log-amplitude and phase [B, N, P] + window stats [B] -> signal [B, N, P].
+    """Per-patch inverse FFT: z-scored log-amplitude and phase [B, N, P] + per-token stats [B, N] -> signal [B, N, P].
 
     amplitude = expm1(log_amplitude * std + mean); signal = Re(ifft(amplitude * (cos + i sin))).
     """
-    amplitude = torch.expm1(log_amplitude * std[:, None, None] + mean[:, None, None])
+    amplitude = torch.expm1(log_amplitude * std[..., None] + mean[..., None])
     spectrum = torch.complex(amplitude * phase_cos, amplitude * phase_sin)
     return torch.fft.ifft(spectrum, dim=-1).real
 
@@ -362,6 +368,10 @@ class NeuroRVQPreTrainedModel(PreTrainedModel):
                 init.zeros_(buffer)
 
 
+# Tokenizers shipped inside the package, loadable offline by name.
+BUNDLED_MODELS = {"neurorvq/tokenizer-small": Path(__file__).resolve().parent / "pretrained" / "tokenizer-small"}
+
+
 class NeuroRVQTokenizer(NeuroRVQPreTrainedModel):
     """The NeuroRVQ EEG tokenizer: EEG in microvolts <-> codes [B, S, K, C, A].
 
@@ -381,12 +391,23 @@ class NeuroRVQTokenizer(NeuroRVQPreTrainedModel):
             ResidualVectorQuantizer(
                 config.num_quantizers, config.codebook_size, config.code_dim, config.quantizer_type,
                 config.ema_decay, config.kmeans_iters, config.commitment_weight, config.codebook_weight,
+                config.dead_code_threshold,
             )
             for _ in range(config.num_scales)
         )
         self.decoder = NeuroRVQDecoder(config)
         self._vocabulary_index = {name: i for i, name in enumerate(config.channel_vocabulary)}
         self.post_init()
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """`PreTrainedModel.from_pretrained`, plus the bundled names (e.g. `"neurorvq/tokenizer-small"`, offline)."""
+        bundled = BUNDLED_MODELS.get(str(pretrained_model_name_or_path))
+        if bundled is not None:
+            if not (bundled / "model.safetensors").is_file():
+                raise ValueError(f"the bundled model {pretrained_model_name_or_path} is missing from {bundled}")
+            pretrained_model_name_or_path = bundled
+        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
     # ---- input checks -------------------------------------------------------------------------------
 
@@ -454,12 +475,47 @@ class NeuroRVQTokenizer(NeuroRVQPreTrainedModel):
 
     # ---- encode / decode ----------------------------------------------------------------------------
 
+    @property
+    def uses_scale_tokens(self) -> bool:
+        return self.config.amplitude_side_information == "scale_tokens"
+
+    def _scale_grid(self, which: int) -> tuple[float, float]:
+        low, high = (self.config.scale_mean_range, self.config.scale_std_range)[which]
+        return float(low), float(high)
+
+    def quantize_scales(self, mean: torch.Tensor, std: torch.Tensor) -> torch.LongTensor:
+        """Per-patch log-amplitude (mean, std) [B, N] -> scale codes [B, 2, N] on the uniform grid."""
+        levels = self.config.num_scale_tokens - 1
+        codes = []
+        for which, values in enumerate((mean, std)):
+            low, high = self._scale_grid(which)
+            codes.append(torch.round((values.clamp(low, high) - low) / (high - low) * levels).long())
+        return torch.stack(codes, dim=1)
+
+    def dequantize_scales(self, scale_codes: torch.LongTensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scale codes [B, 2, ...] -> (mean, std) [B, ...] log-amplitude statistics."""
+        levels = self.config.num_scale_tokens - 1
+        values = []
+        for which in range(2):
+            low, high = self._scale_grid(which)
+            values.append(low + scale_codes[:, which].float() * (high - low) / levels)
+        return values[0], values[1].clamp(min=1e-4)
+
     def _spectrum_statistics(self, patches: torch.Tensor, token_mask: torch.Tensor | None):
-        """patches [B, N, P] microvolts -> z-scored log1p|FFT|, sin, cos [B, N, P] and window stats [B]."""
+        """patches [B, N, P] microvolts -> z-scored log1p|FFT|, sin, cos [B, N, P], per-token stats [B, N] and
+        scale codes [B, 2, N] (None with window statistics)."""
         spectrum = torch.fft.fft(patches.float(), dim=-1)
-        log_amplitude, mean, std = masked_standardize(torch.log1p(spectrum.abs()), token_mask)
+        log_amplitude = torch.log1p(spectrum.abs())
         angle = torch.angle(spectrum)
-        return log_amplitude, torch.sin(angle), torch.cos(angle), mean, std
+        if self.uses_scale_tokens:
+            scale_codes = self.quantize_scales(log_amplitude.mean(dim=-1), log_amplitude.var(dim=-1).clamp(min=1e-8).sqrt())
+            mean, std = self.dequantize_scales(scale_codes)
+        else:
+            scale_codes = None
+            _, mean, std = masked_standardize(log_amplitude, token_mask)
+            mean, std = (t[:, None].expand(patches.shape[:2]) for t in (mean, std))
+        zscored = (log_amplitude - mean[..., None]) / std[..., None]
+        return zscored, torch.sin(angle), torch.cos(angle), mean, std, scale_codes
 
     def _quantize(self, latents: torch.Tensor, token_mask: torch.Tensor | None, num_quantizers: int | None):
         """latents [S, B, N, D] -> quantized [S, B, N, D], codes [B, S, K, N], loss, usage/perplexity [S, K]."""
@@ -495,13 +551,15 @@ class NeuroRVQTokenizer(NeuroRVQPreTrainedModel):
         token_mask = None if patch_mask is None else patch_mask.reshape(batch, -1)
         input_values = input_values.to(self.device)
         patches = rearrange(input_values, "b c (a p) -> b (c a) p", p=self.config.patch_size)
-        _, _, _, mean, std = self._spectrum_statistics(patches, token_mask)
+        _, _, _, mean, std, scale_codes = self._spectrum_statistics(patches, token_mask)
         latents = self.encoder(input_values, channel_indices, token_mask)
         quantized, codes, _, _, _ = self._quantize(latents, token_mask, num_quantizers)
+        to_patches = lambda t: t.reshape(*t.shape[:-1], channels, num_patches)  # noqa: E731
         return NeuroRVQEncoderOutput(
             codes=codes.reshape(batch, self.config.num_scales, -1, channels, num_patches),
-            log_amplitude_mean=mean,
-            log_amplitude_std=std,
+            log_amplitude_mean=to_patches(mean) if self.uses_scale_tokens else mean[:, 0],
+            log_amplitude_std=to_patches(std) if self.uses_scale_tokens else std[:, 0],
+            scale_codes=None if scale_codes is None else to_patches(scale_codes),
             patch_mask=patch_mask,
             quantized=rearrange(quantized, "s b (c a) d -> b s c a d", c=channels),
         )
@@ -540,28 +598,55 @@ class NeuroRVQTokenizer(NeuroRVQPreTrainedModel):
             phase_cos=rearrange(cos, "b (c a) p -> b c a p", **shape),
         )
 
+    def _token_statistics(self, batch: int, channels: int, num_patches: int, log_amplitude_mean,
+                          log_amplitude_std, scale_codes) -> tuple[torch.Tensor, torch.Tensor]:
+        """Side information given to `decode` -> per-token log-amplitude (mean, std), each [B, C * A]."""
+        n = channels * num_patches
+        if scale_codes is not None:
+            if not self.uses_scale_tokens:
+                raise ValueError("scale_codes given, but this model uses window_statistics: pass "
+                                 "log_amplitude_mean and log_amplitude_std")
+            scale_codes = torch.as_tensor(scale_codes, device=self.device)
+            if tuple(scale_codes.shape) != (batch, 2, channels, num_patches):
+                raise ValueError(f"scale_codes must have shape {(batch, 2, channels, num_patches)}, got {tuple(scale_codes.shape)}")
+            if scale_codes.is_floating_point() or scale_codes.min() < 0 or scale_codes.max() >= self.config.num_scale_tokens:
+                raise ValueError(f"scale_codes must be integers in [0, {self.config.num_scale_tokens})")
+            mean, std = self.dequantize_scales(scale_codes.reshape(batch, 2, n))
+            return mean, std
+        if log_amplitude_mean is None or log_amplitude_std is None:
+            needed = "scale_codes" if self.uses_scale_tokens else "log_amplitude_mean and log_amplitude_std"
+            raise ValueError(f"decode needs {needed} (from encode) to restore absolute amplitude")
+        mean = torch.as_tensor(log_amplitude_mean, dtype=torch.float32, device=self.device)
+        std = torch.as_tensor(log_amplitude_std, dtype=torch.float32, device=self.device)
+        if mean.numel() == batch:  # one pair per window
+            return mean.reshape(batch, 1).expand(batch, n), std.reshape(batch, 1).expand(batch, n)
+        if mean.numel() == batch * n:  # one pair per patch
+            return mean.reshape(batch, n), std.reshape(batch, n)
+        raise ValueError(f"log_amplitude_mean must have shape [B] or [B, C, A], got {tuple(mean.shape)}")
+
     @torch.no_grad()
-    def decode(self, codes: torch.Tensor, channel_names, log_amplitude_mean: torch.Tensor,
-               log_amplitude_std: torch.Tensor, patch_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def decode(self, codes: torch.Tensor, channel_names, log_amplitude_mean: torch.Tensor | None = None,
+               log_amplitude_std: torch.Tensor | None = None, scale_codes: torch.LongTensor | None = None,
+               patch_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Codes back to EEG.
 
         Args:
             codes: [B, S, K', C, A] (K' <= K: fewer stages decode too, coarser).
             channel_names: C vocabulary names (or one list per batch item).
             log_amplitude_mean, log_amplitude_std: [B] window statistics from [`encode`] (the released
-                design needs them to restore absolute amplitude).
+                design needs them to restore absolute amplitude), or [B, C, A] per-patch statistics.
+            scale_codes: [B, 2, C, A] amplitude scale tokens from [`encode`] (models with
+                `amplitude_side_information="scale_tokens"`): then codes alone decode to microvolts.
             patch_mask: optional [B, C, A], True = real patch (from [`encode`]).
 
         Returns:
             EEG [B, C, A * patch_size] in microvolts.
         """
-        if log_amplitude_mean is None or log_amplitude_std is None:
-            raise ValueError("decode needs log_amplitude_mean and log_amplitude_std (from encode): the official "
-                             "NeuroRVQ codes carry no absolute amplitude")
+        self._check_codes(codes)
+        batch, channels, num_patches = codes.shape[0], codes.shape[3], codes.shape[4]
+        mean, std = self._token_statistics(batch, channels, num_patches, log_amplitude_mean, log_amplitude_std,
+                                           scale_codes)
         spectrum = self.decode_spectrum(codes, channel_names, patch_mask)
-        batch, channels = codes.shape[0], codes.shape[3]
-        mean = torch.as_tensor(log_amplitude_mean, dtype=torch.float32, device=self.device).reshape(batch)
-        std = torch.as_tensor(log_amplitude_std, dtype=torch.float32, device=self.device).reshape(batch)
         flat = [rearrange(t, "b c a p -> b (c a) p").float() for t in spectrum.values()]
         signal = spectrum_to_signal(*flat, mean, std)
         return rearrange(signal, "b (c a) p -> b c (a p)", c=channels)
@@ -589,7 +674,7 @@ class NeuroRVQTokenizer(NeuroRVQPreTrainedModel):
         input_values = input_values.to(self.device)
 
         patches = rearrange(input_values, "b c (a p) -> b (c a) p", p=config.patch_size).float()
-        target_amplitude, target_sin, target_cos, mean, std = self._spectrum_statistics(patches, token_mask)
+        target_amplitude, target_sin, target_cos, mean, std, scale_codes = self._spectrum_statistics(patches, token_mask)
         latents = self.encoder(input_values, channel_indices, token_mask)
         quantized, codes, quantizer_loss, usage, perplexity = self._quantize(latents, token_mask, None)
         log_amplitude, sin, cos = self.decoder(quantized, channel_indices, num_patches, token_mask)
@@ -620,6 +705,7 @@ class NeuroRVQTokenizer(NeuroRVQPreTrainedModel):
             zscored_input=to_signal(zscored_input),
             zscored_reconstruction=to_signal(zscored_reconstruction),
             codes=codes.reshape(batch, config.num_scales, -1, channels, num_patches),
+            scale_codes=None if scale_codes is None else scale_codes.reshape(batch, 2, channels, num_patches),
             codebook_usage=usage,
             codebook_perplexity=perplexity,
             spectrum=NeuroRVQSpectrumOutput(log_amplitude=to_patches(log_amplitude), phase_sin=to_patches(sin),

@@ -67,13 +67,16 @@ class EMACodebook(nn.Module):
     statistics and dead-code restart), `initialized` [embedding.initted].
     """
 
-    def __init__(self, codebook_size: int, code_dim: int, normalize: bool, decay: float, kmeans_iters: int, eps: float = 1e-5):
+    def __init__(self, codebook_size: int, code_dim: int, normalize: bool, decay: float, kmeans_iters: int,
+                 dead_code_threshold: float = 0.0, eps: float = 1e-5):
         super().__init__()
         self.codebook_size = codebook_size
         self.normalize = normalize
         self.decay = decay
         self.kmeans_iters = kmeans_iters
+        self.dead_code_threshold = dead_code_threshold
         self.eps = eps
+        self.restarted = 0  # codes restarted by the last update (for logging)
         self.register_buffer("codebook", torch.zeros(codebook_size, code_dim))
         self.register_buffer("ema_sum", torch.zeros(codebook_size, code_dim))
         self.register_buffer("ema_count", torch.zeros(codebook_size))
@@ -99,6 +102,7 @@ class EMACodebook(nn.Module):
             dist.broadcast(counts, src=0)
         self.codebook.copy_(means)
         self.ema_count.copy_(counts)
+        self.usage.copy_(counts)
         if not self.normalize:
             self.ema_sum.copy_(means * counts.unsqueeze(-1))
         self.initialized.fill_(1.0)
@@ -123,6 +127,30 @@ class EMACodebook(nn.Module):
             total = self.ema_count.sum()
             smoothed = (self.ema_count + self.eps) / (total + self.codebook_size * self.eps) * total
             self.codebook.copy_(self.ema_sum / smoothed.unsqueeze(-1))
+        if self.dead_code_threshold > 0:
+            self.restart_dead_codes(vectors)
+
+    @torch.no_grad()
+    def restart_dead_codes(self, vectors: torch.Tensor) -> None:
+        """Replace codes whose EMA usage fell below the threshold by random vectors of this batch [N, D].
+
+        `usage` is identical on every process (its counts are all-reduced), so every rank finds the same dead
+        codes; rank 0 draws the replacements and broadcasts them.
+        """
+        dead = (self.usage < self.dead_code_threshold).nonzero().flatten()
+        self.restarted = int(dead.numel())
+        if not self.restarted:
+            return
+        if vectors.shape[0]:
+            replacements = vectors[torch.randint(0, vectors.shape[0], (self.restarted,), device=vectors.device)].clone()
+        else:  # this rank saw only padding; rank 0's broadcast decides anyway
+            replacements = torch.randn(self.restarted, self.codebook.shape[1], device=vectors.device)
+        if _distributed():
+            dist.broadcast(replacements, src=0)
+        self.codebook[dead] = F.normalize(replacements, dim=-1) if self.normalize else replacements
+        self.usage[dead] = self.usage.mean()
+        self.ema_count[dead] = 1.0
+        self.ema_sum[dead] = self.codebook[dead]
 
 
 @dataclass
@@ -148,13 +176,14 @@ class ResidualVectorQuantizer(nn.Module):
 
     def __init__(self, num_quantizers: int, codebook_size: int, code_dim: int, quantizer_type: str = "official",
                  decay: float = 0.99, kmeans_iters: int = 10, commitment_weight: float = 1.0,
-                 codebook_weight: float = 0.4):
+                 codebook_weight: float = 0.4, dead_code_threshold: float = 0.0):
         super().__init__()
         self.normalize = quantizer_type == "official"
         self.commitment_weight = commitment_weight
         self.codebook_weight = codebook_weight
         self.stages = nn.ModuleList(
-            EMACodebook(codebook_size, code_dim, self.normalize, decay, kmeans_iters) for _ in range(num_quantizers)
+            EMACodebook(codebook_size, code_dim, self.normalize, decay, kmeans_iters, dead_code_threshold)
+            for _ in range(num_quantizers)
         )
 
     def forward(self, vectors: torch.Tensor, mask: torch.Tensor | None = None, num_quantizers: int | None = None) -> QuantizerOutput:
@@ -164,7 +193,10 @@ class ResidualVectorQuantizer(nn.Module):
         loss and statistics; all vectors are encoded. In training, codebooks are initialised by k-means
         on the first batch and updated by EMA after each assignment.
         """
-        vectors = vectors.float()  # distances and EMA in fp32, whatever the autocast dtype
+        with torch.autocast(device_type=vectors.device.type, enabled=False):  # quantizer stays fp32
+            return self._forward(vectors.float(), mask, num_quantizers)
+
+    def _forward(self, vectors: torch.Tensor, mask: torch.Tensor | None, num_quantizers: int | None) -> QuantizerOutput:
         stages = self.stages[: num_quantizers or len(self.stages)]
         real = vectors if mask is None else vectors[mask]
         residual = vectors
