@@ -93,6 +93,26 @@ def _evaluate_tokenizer(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tokenize(args: argparse.Namespace) -> int:
+    from neurorvq.lbm.data import tokenize_dataset
+    from neurorvq.tokenizer import NeuroRVQTokenizer
+
+    tokenizer = NeuroRVQTokenizer.from_pretrained(args.tokenizer)
+    result = tokenize_dataset(args.data, tokenizer, args.output, batch_size=args.batch_size)
+    print(("reused cached codes " if result["reused_cache"] else "wrote codes ") + str(args.output))
+    for split, count in result["windows"].items():
+        print(f"  {split}: {count} windows")
+    return 0
+
+
+def _train_lbm(args: argparse.Namespace) -> int:
+    from neurorvq.lbm.training import train_lbm
+
+    model, state = train_lbm(args.config, args.data, _training_arguments(args), init_from=args.init_from)
+    print(f"trained {state.step} steps; model saved to {args.output}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="neurorvq",
@@ -165,6 +185,32 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--output", default=None, help="write the metrics as JSON here")
     evaluate.add_argument("--figure", default=None, help="write a PNG (traces, PSD overlay, rate-distortion) here")
     evaluate.set_defaults(run=_evaluate_tokenizer)
+
+    tokenize = commands.add_parser(
+        "tokenize",
+        help="encode a prepared dataset into code datasets with a tokenizer (cached)",
+        description="Run a tokenizer over every window of a prepared dataset (batched datasets.map) and save the codes "
+                    "(and amplitude scale tokens) per window. Re-running with the same data and tokenizer reuses them.",
+    )
+    tokenize.add_argument("data", help="dataset folder written by `neurorvq prepare`")
+    tokenize.add_argument("--tokenizer", default="neurorvq/tokenizer-small",
+                          help="tokenizer folder or bundled name (default: %(default)s)")
+    tokenize.add_argument("--output", "-o", required=True, help="code dataset folder to write")
+    tokenize.add_argument("--batch-size", type=int, default=16, help="windows per map batch (default: %(default)s)")
+    tokenize.set_defaults(run=_tokenize)
+
+    train_lbm = commands.add_parser(
+        "train-lbm",
+        help="train a large brainwave model (GPT over codes) on a code dataset with Accelerate",
+        description="Train an LBM (flattened or depth-wise layout, set in the config) on codes written by "
+                    "`neurorvq tokenize`, with the same Accelerate core as the tokenizer.",
+    )
+    train_lbm.add_argument("--config", required=True, help="LBM config JSON (e.g. configs/lbm/small-depthwise.json)")
+    train_lbm.add_argument("--data", required=True, help="code dataset folder written by `neurorvq tokenize`")
+    train_lbm.add_argument("--output", "-o", required=True, help="folder for checkpoints, log.jsonl and the final model")
+    train_lbm.add_argument("--init-from", default=None, help="start from this pretrained LBM")
+    _add_training_options(train_lbm, learning_rate=1e-3)
+    train_lbm.set_defaults(run=_train_lbm)
     return parser
 
 

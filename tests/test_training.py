@@ -29,6 +29,16 @@ TINY = REPO_ROOT / "configs" / "tokenizer" / "tiny.json"
 FILES = ["eegmat/Subject02_2.edf", "eegmat/Subject03_2.edf", "eegmat/Subject04_2.edf", "eegmmidb/S001/S001R01.edf"]
 
 
+@pytest.fixture(autouse=True)
+def fresh_accelerate_state():
+    """Each training run in this process gets its own Accelerator settings (mixed precision, say)."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
 @pytest.fixture(scope="module")
 def prepared(eeg_dir, tmp_path_factory) -> Path:
     output = tmp_path_factory.mktemp("prepared")
@@ -178,3 +188,15 @@ def test_dead_codes_are_restarted():
     model(torch.randn(2, 4, 600).cumsum(-1), names)
     assert stage.restarted == config.codebook_size
     assert not torch.equal(before, stage.codebook)
+
+
+def test_bf16_mixed_precision_keeps_the_quantizer_in_fp32(prepared, tmp_path):
+    config = NeuroRVQConfig.from_json_file(str(TINY))
+    args = TrainingArguments(output_dir=str(tmp_path), max_steps=2, batch_size=2, warmup_steps=1, save_steps=10,
+                             eval_steps=10, logging_steps=1, progress=False, mixed_precision="bf16")
+    model, state = train_tokenizer(config, prepared, args)
+    losses = [r["loss"] for r in state.history if "loss" in r]
+    assert len(losses) == 2 and all(torch.isfinite(torch.tensor(losses)))
+    stage = model.quantizers[0].stages[0]
+    assert stage.codebook.dtype == torch.float32 and bool(stage.initialized.item())
+    assert torch.isfinite(stage.codebook).all()

@@ -355,14 +355,14 @@ class NeuroRVQPreTrainedModel(PreTrainedModel):
         elif isinstance(module, NeuroRVQTransformer):
             for parameter in (module.cls_token, module.spatial_embed, module.temporal_embed):
                 init.trunc_normal_(parameter, std=std, a=-std, b=std)
+            # depth-scaled residual projections, as released (children are initialised before their parent)
+            for layer in module.layers:
+                for weight in (layer.attn.proj.weight, layer.mlp.fc2.weight):
+                    if not getattr(weight, "_is_hf_initialized", False):
+                        weight.div_((2.0 * (layer.layer_index + 1)) ** 0.5)
         elif isinstance(module, NeuroRVQAttention):
             init.zeros_(module.q_bias)
             init.zeros_(module.v_bias)
-        elif isinstance(module, NeuroRVQBlock):
-            # depth-scaled residual projections, as released
-            for weight in (module.attn.proj.weight, module.mlp.fc2.weight):
-                if not getattr(weight, "_is_hf_initialized", False):
-                    weight.div_((2.0 * (module.layer_index + 1)) ** 0.5)
         elif hasattr(module, "codebook") and hasattr(module, "initialized"):
             for buffer in (module.codebook, module.ema_sum, module.ema_count, module.usage, module.initialized):
                 init.zeros_(buffer)

@@ -1,0 +1,164 @@
+"""Configuration of the NeuroRVQ large brainwave model (LBM): a decoder-only transformer over tokenizer codes."""
+
+from __future__ import annotations
+
+from transformers import PretrainedConfig
+
+from neurorvq.tokenizer.channels import CHANNEL_VOCABULARY
+
+from .layout import CodeLayout
+
+LAYOUTS = ("flattened", "depthwise")
+
+
+class LBMConfig(PretrainedConfig):
+    r"""Configuration of an [`LBMForCausalLM`].
+
+    Args:
+        layout (`str`): how the M streams of a position are sequenced.
+            `"flattened"`: one main-transformer step per (position, stream) token, over one offset vocabulary.
+            `"depthwise"` (RQ-Transformer / CSM style): one main step per position; a small depth
+            transformer predicts the position's M codes in stream order from the main hidden state.
+        num_scales (`int`), num_quantizers (`int`), codebook_size (`int`): the tokenizer's S, K and codes per
+            stage.
+        num_scale_tokens (`int`): levels of the two amplitude scale streams (tokenizer
+            `amplitude_side_information="scale_tokens"`); 0 = the codes carry no scale streams.
+        channel_vocabulary (`list[str]`): channel names; channel id i = `channel_vocabulary[i]` (the
+            tokenizer's vocabulary by default), so `generate` accepts names.
+        channel_vocab_size (`int`): rows of the channel embedding (>= len(channel_vocabulary); default: its length, 104).
+        hidden_size (`int`), num_layers (`int`), num_heads (`int`): main transformer width, depth, heads.
+        mlp_ratio (`float`): MLP width / model width (main and depth transformers).
+        dropout (`float`): dropout on attention weights and residual branches (training only).
+        max_positions (`int`): context length in main-transformer steps: positions for `depthwise`,
+            tokens (positions x M) for `flattened`. Longer generations slide the window by whole patches.
+        max_patches (`int`): rows of the time embedding; time ids (patch index relative to the start of the
+            context window) must be < max_patches.
+        depth_hidden_size (`int`), depth_layers (`int`), depth_heads (`int`): the depth transformer (`depthwise` only).
+        layer_norm_eps (`float`): LayerNorm epsilon.
+        initializer_range (`float`): std of the normal initialisation (residual projections are scaled down
+            by sqrt(2 * layers), GPT-2 style).
+        tokenizer_name_or_path (`str`, *optional*): the tokenizer whose codes this model was trained on.
+    """
+
+    model_type = "neurorvq-lbm"
+
+    def __init__(
+        self,
+        layout: str = "depthwise",
+        num_scales: int = 4,
+        num_quantizers: int = 8,
+        codebook_size: int = 8192,
+        num_scale_tokens: int = 256,
+        channel_vocabulary: list[str] | None = None,
+        channel_vocab_size: int | None = None,
+        hidden_size: int = 256,
+        num_layers: int = 4,
+        num_heads: int = 4,
+        mlp_ratio: float = 4.0,
+        dropout: float = 0.0,
+        max_positions: int = 304,
+        max_patches: int = 64,
+        depth_hidden_size: int = 128,
+        depth_layers: int = 2,
+        depth_heads: int = 4,
+        layer_norm_eps: float = 1e-5,
+        initializer_range: float = 0.02,
+        tokenizer_name_or_path: str | None = None,
+        **kwargs,
+    ):
+        self.layout = layout
+        self.num_scales = num_scales
+        self.num_quantizers = num_quantizers
+        self.codebook_size = codebook_size
+        self.num_scale_tokens = num_scale_tokens
+        self.channel_vocabulary = list(channel_vocabulary if channel_vocabulary is not None else CHANNEL_VOCABULARY)
+        self.channel_vocab_size = len(self.channel_vocabulary) if channel_vocab_size is None else channel_vocab_size
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.num_heads = num_heads
+        self.mlp_ratio = mlp_ratio
+        self.dropout = dropout
+        self.max_positions = max_positions
+        self.max_patches = max_patches
+        self.depth_hidden_size = depth_hidden_size
+        self.depth_layers = depth_layers
+        self.depth_heads = depth_heads
+        self.layer_norm_eps = layer_norm_eps
+        self.initializer_range = initializer_range
+        self.tokenizer_name_or_path = tokenizer_name_or_path
+        super().__init__(**kwargs)
+        self.validate()
+
+    @classmethod
+    def from_tokenizer_config(cls, tokenizer_config, **kwargs) -> "LBMConfig":
+        """An LBM config whose code layout and channel vocabulary match a `NeuroRVQConfig`; `kwargs` set the rest.
+
+        Scale streams are modelled only when the tokenizer uses `amplitude_side_information="scale_tokens"`.
+        """
+        layout = CodeLayout.from_tokenizer_config(tokenizer_config)
+        defaults = dict(
+            num_scales=layout.num_scales,
+            num_quantizers=layout.num_quantizers,
+            codebook_size=layout.codebook_size,
+            num_scale_tokens=layout.num_scale_tokens,
+            channel_vocabulary=list(tokenizer_config.channel_vocabulary),
+            tokenizer_name_or_path=getattr(tokenizer_config, "_name_or_path", None) or None,
+        )
+        defaults.update(kwargs)
+        return cls(**defaults)
+
+    @property
+    def code_layout(self) -> CodeLayout:
+        return CodeLayout(self.num_scales, self.num_quantizers, self.codebook_size, self.num_scale_tokens)
+
+    @property
+    def num_streams(self) -> int:
+        return self.code_layout.num_streams
+
+    @property
+    def positions_per_context(self) -> int:
+        """Whole positions that fit in the context (`max_positions` // M for `flattened`)."""
+        return self.max_positions // self.num_streams if self.layout == "flattened" else self.max_positions
+
+    def validate(self) -> None:
+        """Raise `ValueError` naming the first invalid field."""
+
+        def positive_int(name: str) -> None:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"LBMConfig.{name} must be a positive integer, got {value!r}")
+
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"LBMConfig.layout must be one of {LAYOUTS}, got {self.layout!r}")
+        for name in ("num_scales", "num_quantizers", "codebook_size", "channel_vocab_size", "hidden_size",
+                     "num_layers", "num_heads", "max_positions", "max_patches", "depth_hidden_size",
+                     "depth_layers", "depth_heads"):
+            positive_int(name)
+        value = self.num_scale_tokens
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0 or value == 1:
+            raise ValueError(f"LBMConfig.num_scale_tokens must be 0 (no scale streams) or >= 2, got {value!r}")
+        for name in ("mlp_ratio", "layer_norm_eps", "initializer_range"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise ValueError(f"LBMConfig.{name} must be > 0, got {value!r}")
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
+            raise ValueError(f"LBMConfig.dropout must be in [0, 1), got {self.dropout!r}")
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"LBMConfig.num_heads ({self.num_heads}) must divide hidden_size ({self.hidden_size})")
+        if self.depth_hidden_size % self.depth_heads:
+            raise ValueError(f"LBMConfig.depth_heads ({self.depth_heads}) must divide depth_hidden_size "
+                             f"({self.depth_hidden_size})")
+        vocabulary = self.channel_vocabulary
+        if not vocabulary or any(not isinstance(n, str) or not n or n != n.lower() for n in vocabulary):
+            raise ValueError("LBMConfig.channel_vocabulary must be a non-empty list of lower-case names")
+        if len(set(vocabulary)) != len(vocabulary):
+            raise ValueError("LBMConfig.channel_vocabulary has duplicate names")
+        if self.channel_vocab_size < len(vocabulary):
+            raise ValueError(f"LBMConfig.channel_vocab_size ({self.channel_vocab_size}) must be >= "
+                             f"len(channel_vocabulary) ({len(vocabulary)})")
+        if self.layout == "flattened" and self.max_positions < self.num_streams:
+            raise ValueError(f"LBMConfig.max_positions ({self.max_positions}) counts tokens in the flattened layout "
+                             f"and must hold at least one position ({self.num_streams} streams)")
+        if self.tokenizer_name_or_path is not None and not isinstance(self.tokenizer_name_or_path, str):
+            raise ValueError(f"LBMConfig.tokenizer_name_or_path must be a string or None, "
+                             f"got {self.tokenizer_name_or_path!r}")

@@ -1,0 +1,172 @@
+"""Prepared EEG windows -> code datasets (batched `datasets.map` through a tokenizer), and LBM batches.
+
+A code row holds one window: `codes` [S][K][C][A] int16, `scale_codes` [2][C][A] int16 (empty without scale
+tokens), `channel_indices` [C], `valid_patches` (patches holding real samples), plus the window's
+`channel_names`, `recording_id` and `subject_id`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from neurorvq.tokenizer.data import ShapeBucketBatchSampler, load_prepared
+
+from .layout import channel_and_time_ids, codes_to_positions
+
+
+def _prepared_fingerprint(folder: Path) -> str:
+    """The prepared dataset's own fingerprint (its inputs' bytes and settings), from `neurorvq prepare`."""
+    manifest = folder / "prepare_manifest.json"
+    if not manifest.is_file():
+        raise ValueError(f"{folder} is not a prepared dataset (run `neurorvq prepare` first)")
+    return json.loads(manifest.read_text())["fingerprint"]
+
+
+def tokenize_dataset(data_dir: str | Path, tokenizer, output_dir: str | Path, batch_size: int = 16,
+                     tokenizer_fingerprint: str | None = None) -> dict:
+    """Encode every window of a prepared dataset (`neurorvq prepare`) into codes with `datasets.map`.
+
+    The result is cached: re-running with the same prepared data and tokenizer reuses `output_dir`;
+    a different tokenizer or different data rebuilds it. Returns `{"reused_cache", "windows"}`.
+    """
+    import datasets
+
+    data_dir, output_dir = Path(data_dir), Path(output_dir)
+    fingerprint = hashlib.sha256(
+        (_prepared_fingerprint(data_dir) + (tokenizer_fingerprint or _model_fingerprint(tokenizer))).encode()
+    ).hexdigest()
+    manifest_path = output_dir / "tokenize_manifest.json"
+    if manifest_path.is_file() and json.loads(manifest_path.read_text()).get("fingerprint") == fingerprint:
+        return {"reused_cache": True, **json.loads(manifest_path.read_text())}
+
+    tokenizer = tokenizer.eval()
+    patch = tokenizer.config.patch_size
+
+    def encode_batch(batch: dict) -> dict:
+        # windows of one map batch may differ in shape: encode equal shapes together
+        out = {"codes": [None] * len(batch["valid_samples"]), "scale_codes": [None] * len(batch["valid_samples"]),
+               "channel_indices": [None] * len(batch["valid_samples"]), "valid_patches": [None] * len(batch["valid_samples"])}
+        groups: dict[tuple, list[int]] = {}
+        for i, values in enumerate(batch["input_values"]):
+            groups.setdefault((len(values), len(values[0]), tuple(batch["channel_names"][i])), []).append(i)
+        for (channels, samples, names), indices in groups.items():
+            x = torch.tensor(np.stack([np.asarray(batch["input_values"][i], dtype=np.float32) for i in indices]))
+            mask = torch.zeros_like(x, dtype=torch.long)
+            for row, i in enumerate(indices):
+                mask[row, :, : batch["valid_samples"][i]] = 1
+            encoded = tokenizer.encode(x, list(names), padding_mask=mask)
+            channel_indices = tokenizer.channel_indices(list(names), 1, channels)[0].tolist()
+            for row, i in enumerate(indices):
+                out["codes"][i] = encoded.codes[row].to(torch.int16).numpy()
+                out["scale_codes"][i] = (encoded.scale_codes[row].to(torch.int16).numpy() if encoded.scale_codes is not None
+                                         else np.zeros((0, channels, samples // patch), dtype=np.int16))
+                out["channel_indices"][i] = channel_indices
+                out["valid_patches"][i] = -(-int(batch["valid_samples"][i]) // patch)
+        return out
+
+    prepared = datasets.load_from_disk(str(data_dir))
+    features = datasets.Features({
+        "codes": datasets.Sequence(datasets.Sequence(datasets.Sequence(datasets.Sequence(datasets.Value("int16"))))),
+        "scale_codes": datasets.Sequence(datasets.Sequence(datasets.Sequence(datasets.Value("int16")))),
+        "channel_indices": datasets.Sequence(datasets.Value("int32")),
+        "valid_patches": datasets.Value("int32"),
+        "channel_names": datasets.Sequence(datasets.Value("string")),
+        "recording_id": datasets.Value("string"),
+        "subject_id": datasets.Value("string"),
+    })
+    with torch.no_grad():
+        coded = datasets.DatasetDict({
+            name: split.map(
+                encode_batch, batched=True, batch_size=batch_size, features=features,
+                remove_columns=["input_values", "valid_samples", "source_sampling_rate", "start_seconds"],
+                new_fingerprint=f"{fingerprint[:32]}-{name}", desc=f"tokenizing {name}", load_from_cache_file=False,
+                keep_in_memory=True,  # write nothing beside the prepared data: the result is saved below
+            )
+            for name, split in prepared.items()
+        })
+    output_dir.mkdir(parents=True, exist_ok=True)
+    coded.save_to_disk(str(output_dir))
+    manifest = {"fingerprint": fingerprint, "windows": {k: len(v) for k, v in coded.items()},
+                "tokenizer": getattr(tokenizer, "name_or_path", ""), "codebook_size": tokenizer.config.codebook_size,
+                "num_scales": tokenizer.config.num_scales, "num_quantizers": tokenizer.config.num_quantizers,
+                "num_scale_tokens": tokenizer.config.num_scale_tokens if tokenizer.uses_scale_tokens else 0}
+    manifest_path.write_text(json.dumps(manifest, indent=1))
+    return {"reused_cache": False, **manifest}
+
+
+def _model_fingerprint(model) -> str:
+    digest = hashlib.sha256(json.dumps(model.config.to_dict(), sort_keys=True, default=str).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def load_codes(path: str | Path, split: str | None = None):
+    """A code dataset written by `tokenize_dataset` (or one split of it), formatted as numpy."""
+    import datasets
+
+    path = Path(path)
+    if not (path / "tokenize_manifest.json").is_file():
+        raise ValueError(f"{path} is not a code dataset (run `neurorvq tokenize` first)")
+    dataset = datasets.load_from_disk(str(path))
+    if split is not None:
+        if split not in dataset:
+            raise ValueError(f"{path} has no split {split!r} (splits: {list(dataset)})")
+        dataset = dataset[split]
+    return dataset.with_format("numpy", columns=["codes", "scale_codes", "channel_indices", "valid_patches"],
+                               output_all_columns=True)
+
+
+def code_shapes(dataset) -> list[tuple[int, int]]:
+    """(channels, patches) of every code window, from Arrow offsets."""
+    import pyarrow.compute as pc
+
+    column = dataset.with_format(None).data.column("codes")
+    stage = pc.list_element(pc.list_element(column, 0), 0)  # [C][A] of scale 0 stage 0
+    return list(zip(pc.list_value_length(stage).to_pylist(),
+                    pc.list_value_length(pc.list_element(stage, 0)).to_pylist()))
+
+
+def collate_codes(rows: list[dict], max_positions: int | None = None) -> dict:
+    """Code windows of one shape -> LBM inputs: `positions` [B, P, M], `channel_ids`/`time_ids`/`position_mask` [B, P].
+
+    With `max_positions`, windows longer than that are cropped to a random run of whole patches (time ids
+    re-based to 0), the same run for the whole batch; the crop draws from torch's global RNG.
+    """
+    codes = torch.as_tensor(np.stack([np.asarray(r["codes"], dtype=np.int64) for r in rows]))
+    scales = np.stack([np.asarray(r["scale_codes"], dtype=np.int64) for r in rows])
+    scale_codes = torch.as_tensor(scales) if scales.shape[1] else None
+    channel_indices = torch.as_tensor(np.stack([np.asarray(r["channel_indices"], dtype=np.int64) for r in rows]))
+    num_channels, num_patches = codes.shape[-2], codes.shape[-1]
+    positions = codes_to_positions(codes, scale_codes)
+    channel_ids, time_ids = channel_and_time_ids(channel_indices, num_patches)
+    valid = torch.as_tensor([int(r["valid_patches"]) for r in rows])
+    position_mask = (time_ids < valid[:, None]).long()  # time-major: position p is patch p // C
+    if max_positions is not None and positions.shape[1] > max_positions:
+        patches = max(1, max_positions // num_channels)
+        last_start = max(0, min(num_patches - patches, int(valid.min()) - patches))  # crops hold real patches
+        start = int(torch.randint(0, last_start + 1, (1,)))
+        keep = slice(start * num_channels, (start + patches) * num_channels)
+        positions, channel_ids, position_mask = positions[:, keep], channel_ids[:, keep], position_mask[:, keep]
+        time_ids = time_ids[:, keep] - start
+    return {"positions": positions, "channel_ids": channel_ids, "time_ids": time_ids, "position_mask": position_mask,
+            "num_channels": num_channels}
+
+
+def code_loader(dataset, batch_size: int, shuffle: bool, seed: int = 0, num_workers: int = 0,
+                max_positions: int | None = None):
+    """Shape-bucketed batches of code windows (see `collate_codes`)."""
+    from functools import partial
+
+    sampler = ShapeBucketBatchSampler(code_shapes(dataset), batch_size, shuffle=shuffle, seed=seed)
+    return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers,
+                                       collate_fn=partial(collate_codes, max_positions=max_positions))
+
+
+__all__ = ["tokenize_dataset", "load_codes", "code_shapes", "collate_codes", "code_loader", "load_prepared"]

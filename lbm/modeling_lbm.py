@@ -1,0 +1,594 @@
+"""NeuroRVQ large brainwave model (LBM): a decoder-only transformer that models tokenizer codes.
+
+A recording tokenised by `NeuroRVQTokenizer` is a grid of positions (patch a, channel c), each carrying M
+stream codes (two amplitude scale tokens, then S scales x K residual stages; see `layout.py`). Positions
+run time-major (every channel of a patch, then the next patch), so sampling in order moves forward in time.
+Two layouts model the same distribution p(position p | positions < p):
+
+- `flattened`: one main-transformer step per (position, stream) token. Step t reads token t-1 (a learned
+  BOS at t = 0) and predicts token t; its input also carries the stream, channel and time embeddings of
+  the token being predicted, so the model always knows which stream of which channel comes next. Logits
+  are restricted to that stream's slice of the offset vocabulary.
+- `depthwise` (RQ-Transformer / CSM): one main step per position. Step p reads the summed stream
+  embeddings of position p-1 (BOS at p = 0) plus the channel and time embeddings of position p; its hidden
+  state conditions a small depth transformer that predicts the M codes of position p in stream order.
+
+Both share one API: `forward(positions [B, P, M], channel_ids [B, P], time_ids [B, P])` scores positions
+(teacher forcing) and `generate` samples codes [B, S, K, C, A] that the tokenizer decodes to microvolts.
+Output heads share their embedding table (weight tying, as in GPT-2 / nanoGPT).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+from transformers import PreTrainedModel
+from transformers import initialization as init
+from transformers.utils import ModelOutput
+
+from .configuration_lbm import LBMConfig
+from .layout import channel_and_time_ids, codes_to_positions, positions_to_codes
+
+# ----------------------------------------------------------------------------------------------------
+# Outputs and cache
+# ----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LBMCache:
+    """KV cache of the main transformer (the depth transformer is never cached: it is re-run per position).
+
+    Args:
+        key_values: per layer, (keys, values) each [B, heads, steps, head_dim].
+        next_input (`torch.LongTensor` [B, n] or None): offset-vocabulary tokens whose summed embeddings are
+            the input of the next main step (the last token for `flattened`, n = 1; the last position's M
+            codes for `depthwise`); None = the next step reads BOS (empty context).
+    """
+
+    key_values: list[tuple[torch.Tensor, torch.Tensor]]
+    next_input: torch.LongTensor | None = None
+
+    @property
+    def length(self) -> int:
+        """Main-transformer steps held."""
+        return self.key_values[0][0].shape[2] if self.key_values else 0
+
+
+@dataclass
+class LBMOutput(ModelOutput):
+    """Output of [`LBMForCausalLM.forward`].
+
+    Args:
+        loss (`torch.FloatTensor` []): mean cross-entropy (nats) over all predicted codes (only with `labels`).
+        logits (`torch.FloatTensor` [B, P, M, V_max]): for both layouts, logits[b, p, m] scores the code of
+            stream m at position p given everything before it (earlier positions and, within position p,
+            streams < m). V_max = the largest stream vocabulary; entries at or past stream m's own
+            vocabulary size are -inf, so softmax/cross-entropy never leave the stream.
+        cache ([`LBMCache`]): the main transformer's cache after these positions (`use_cache=True`). Transformers
+            >= 5 names this field `cache`; `output.past_key_values` still reads it (transformers' alias).
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    cache: LBMCache | None = None
+
+
+# ----------------------------------------------------------------------------------------------------
+# Sampling helpers
+# ----------------------------------------------------------------------------------------------------
+
+
+def top_k_filter(logits: torch.Tensor, top_k: int | None) -> torch.Tensor:
+    """Keep the `top_k` largest logits of the last axis, set the rest to -inf."""
+    if top_k is None or top_k >= logits.shape[-1]:
+        return logits
+    threshold = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+    return logits.masked_fill(logits < threshold, float("-inf"))
+
+
+def top_p_filter(logits: torch.Tensor, top_p: float | None) -> torch.Tensor:
+    """Nucleus filtering: keep the smallest set of most likely codes whose probability reaches `top_p`."""
+    if top_p is None or top_p >= 1.0:
+        return logits
+    sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+    probs = sorted_logits.softmax(dim=-1)
+    drop = probs.cumsum(dim=-1) - probs >= top_p  # mass before this code already reaches top_p (keeps the first)
+    sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+    return torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+
+
+def sample_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
+                  top_p: float | None = None, generator: torch.Generator | None = None) -> torch.LongTensor:
+    """Draw one code per row of `logits` [B, V] -> [B]. temperature 0 = greedy (argmax)."""
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    logits = top_p_filter(top_k_filter(logits.float() / temperature, top_k), top_p)
+    probs = logits.softmax(dim=-1)
+    if generator is not None:  # multinomial needs the generator's device
+        probs = probs.to(generator.device)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1).to(logits.device)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Building blocks
+# ----------------------------------------------------------------------------------------------------
+
+
+class LBMAttention(nn.Module):
+    """Causal multi-head self-attention (no biases) that can extend a (keys, values) cache."""
+
+    def __init__(self, dim: int, num_heads: int, dropout: float):
+        super().__init__()
+        self.num_heads, self.dropout = num_heads, dropout
+        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
+        self.proj = nn.Linear(dim, dim, bias=False)
+
+    def forward(self, x: torch.Tensor, past: tuple[torch.Tensor, torch.Tensor] | None = None):
+        """x [B, T, D], past (k, v) [B, H, L, Dh] -> (y [B, T, D], (k, v) [B, H, L + T, Dh]).
+
+        Query i (absolute step L + i) attends keys 0..L + i.
+        """
+        q, k, v = rearrange(self.qkv(x), "b t (three h d) -> three b h t d", three=3, h=self.num_heads)
+        if past is not None:
+            k, v = torch.cat((past[0], k), dim=2), torch.cat((past[1], v), dim=2)
+        steps, total = x.shape[1], k.shape[2]
+        mask, causal = None, False
+        if total == steps:
+            causal = steps > 1
+        elif steps > 1:  # new queries after a cache: causal block shifted right by the cache length
+            mask = torch.ones(steps, total, dtype=torch.bool, device=x.device).tril(diagonal=total - steps)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
+                                           dropout_p=self.dropout if self.training else 0.0)
+        return self.proj(rearrange(y, "b h t d -> b t (h d)")), (k, v)
+
+
+class LBMMLP(nn.Module):
+    def __init__(self, dim: int, mlp_ratio: float):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, int(dim * mlp_ratio), bias=False)
+        self.fc2 = nn.Linear(int(dim * mlp_ratio), dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.gelu(self.fc1(x)))
+
+
+class LBMBlock(nn.Module):
+    """Pre-LayerNorm block: x + attn(norm(x)), then x + mlp(norm(x))."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, dropout: float, eps: float):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=eps, bias=False)
+        self.attn = LBMAttention(dim, num_heads, dropout)
+        self.norm2 = nn.LayerNorm(dim, eps=eps, bias=False)
+        self.mlp = LBMMLP(dim, mlp_ratio)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, past=None):
+        y, kv = self.attn(self.norm1(x), past)
+        x = x + self.drop(y)
+        return x + self.drop(self.mlp(self.norm2(x))), kv
+
+
+class LBMTransformer(nn.Module):
+    """A causal stack of blocks with a final LayerNorm (used for both the main and the depth transformer)."""
+
+    def __init__(self, dim: int, num_layers: int, num_heads: int, mlp_ratio: float, dropout: float, eps: float):
+        super().__init__()
+        self.layers = nn.ModuleList(LBMBlock(dim, num_heads, mlp_ratio, dropout, eps) for _ in range(num_layers))
+        self.norm = nn.LayerNorm(dim, eps=eps, bias=False)
+        for layer in self.layers:  # GPT-2: residual projections at std / sqrt(2 * layers) keep the stream's variance flat
+            layer.attn.proj.init_scale = layer.mlp.fc2.init_scale = 1 / math.sqrt(2 * num_layers)
+
+    def forward(self, x: torch.Tensor, past: list | None = None):
+        """x [B, T, D], past: per-layer (k, v) or None -> (normed hidden [B, T, D], per-layer (k, v))."""
+        key_values = []
+        for i, layer in enumerate(self.layers):
+            x, kv = layer(x, past[i] if past else None)
+            key_values.append(kv)
+        return self.norm(x), key_values
+
+
+# ----------------------------------------------------------------------------------------------------
+# The model
+# ----------------------------------------------------------------------------------------------------
+
+
+class LBMPreTrainedModel(PreTrainedModel):
+    config_class = LBMConfig
+    base_model_prefix = "lbm"
+    main_input_name = "positions"
+    supports_gradient_checkpointing = False
+    _no_split_modules = ["LBMBlock"]
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        std = self.config.initializer_range
+        # (transformers only calls this on modules that own parameters, so the residual scaling of
+        # `LBMTransformer` is carried by an `init_scale` attribute on the Linear itself)
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            init.normal_(module.weight, std=std * getattr(module, "init_scale", 1.0))
+        elif isinstance(module, nn.LayerNorm):
+            init.ones_(module.weight)
+        elif isinstance(module, LBMForCausalLM):
+            init.normal_(module.bos, std=std)
+            if module.depth_position is not None:
+                init.normal_(module.depth_position, std=std)
+
+
+class LBMForCausalLM(LBMPreTrainedModel):
+    """Decoder-only LBM over NeuroRVQ codes, `flattened` or `depthwise` (see the module docstring).
+
+    Example:
+
+    ```python
+    >>> config = LBMConfig.from_tokenizer_config(tokenizer.config, layout="depthwise")
+    >>> model = LBMForCausalLM(config)
+    >>> positions = codes_to_positions(encoded.codes, encoded.scale_codes)          # [B, A*C, M]
+    >>> channel_ids, time_ids = channel_and_time_ids(channel_indices, num_patches)  # [B, A*C] each
+    >>> model(positions, channel_ids, time_ids, labels=True).loss.backward()
+    >>> out = model.generate(["fp1", "cz", "o1"], num_patches=10, batch_size=2)
+    >>> eeg = tokenizer.decode(out["codes"], ["fp1", "cz", "o1"], scale_codes=out["scale_codes"])
+    ```
+    """
+
+    def __init__(self, config: LBMConfig):
+        super().__init__(config)
+        layout = config.code_layout
+        self.code_layout = layout
+        self.num_streams = layout.num_streams
+        self.flattened = config.layout == "flattened"
+        dim = config.hidden_size
+        # python-side tables: tensors are built per call, so no buffer has to survive meta-device loading
+        self._stream_sizes = layout.stream_vocab_sizes
+        self._offsets = [sum(self._stream_sizes[:m]) for m in range(self.num_streams)]
+        self._channel_index = {name: i for i, name in enumerate(config.channel_vocabulary)}
+
+        self.token_embed = nn.Embedding(layout.vocab_size, dim)  # offset vocabulary; also the flattened head
+        self.channel_embed = nn.Embedding(config.channel_vocab_size, dim)
+        self.time_embed = nn.Embedding(config.max_patches, dim)
+        self.bos = nn.Parameter(torch.zeros(dim))
+        self.stream_embed = nn.Embedding(self.num_streams, dim) if self.flattened else None
+        self.drop = nn.Dropout(config.dropout)
+        self.transformer = LBMTransformer(dim, config.num_layers, config.num_heads, config.mlp_ratio,
+                                          config.dropout, config.layer_norm_eps)
+        if self.flattened:
+            self.depth_in = self.depth_embed = self.depth_position = self.depth_transformer = None
+        else:
+            depth = config.depth_hidden_size
+            self.depth_in = nn.Linear(dim, depth, bias=False)
+            self.depth_embed = nn.Embedding(layout.vocab_size, depth)  # offset vocabulary; also the depth head
+            self.depth_position = nn.Parameter(torch.zeros(self.num_streams, depth))
+            self.depth_transformer = LBMTransformer(depth, config.depth_layers, config.depth_heads,
+                                                    config.mlp_ratio, config.dropout, config.layer_norm_eps)
+        self.post_init()
+
+    # ---- tables -------------------------------------------------------------------------------------
+
+    def stream_offsets(self, device=None) -> torch.LongTensor:
+        """[M] start of each stream in the offset vocabulary (see `layout.stream_offsets`)."""
+        return torch.tensor(self._offsets, dtype=torch.long, device=device)
+
+    def _stream_logits(self, hidden: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+        """hidden [B, P, M, d] x tied table [V_total, d] -> logits [B, P, M, V_max], -inf past each stream's size."""
+        sizes = torch.tensor(self._stream_sizes, device=hidden.device)
+        codes = torch.arange(max(self._stream_sizes), device=hidden.device)
+        index = self.stream_offsets(hidden.device)[:, None] + torch.minimum(codes, sizes[:, None] - 1)
+        logits = torch.einsum("bpmd,mvd->bpmv", hidden, table[index])
+        return logits.masked_fill(codes >= sizes[:, None], float("-inf"))
+
+    def _one_stream_logits(self, hidden: torch.Tensor, table: torch.Tensor, stream: int) -> torch.Tensor:
+        """hidden [B, d] -> logits [B, V_stream] over stream `stream`'s own codes."""
+        start = self._offsets[stream]
+        return hidden @ table[start:start + self._stream_sizes[stream]].T
+
+    # ---- the two transformers -------------------------------------------------------------------------
+
+    def _main(self, previous: torch.LongTensor, pending: torch.LongTensor | None, channel_ids: torch.Tensor,
+              time_ids: torch.Tensor, stream_ids: torch.Tensor | None, past: list | None):
+        """Run main-transformer steps.
+
+        Step t's input is the summed embedding of its n input tokens: `pending` [B, n] for the first step
+        (BOS when None), then `previous` [B, T-1, n]; plus the channel/time (and, flattened, stream)
+        embeddings [B, T] of what step t predicts. Returns (hidden [B, T, D], per-layer (k, v)).
+        """
+        batch = channel_ids.shape[0]
+        first = (self.bos.expand(batch, 1, -1) if pending is None
+                 else self.token_embed(pending).sum(dim=1, keepdim=True))
+        x = torch.cat((first, self.token_embed(previous).sum(dim=2)), dim=1)
+        x = x + self.channel_embed(channel_ids) + self.time_embed(time_ids)
+        if stream_ids is not None:
+            x = x + self.stream_embed(stream_ids)
+        return self.transformer(self.drop(x), past)
+
+    def _depth(self, hidden: torch.Tensor, known: torch.LongTensor) -> torch.Tensor:
+        """Depth transformer: main hidden [B, P, D] and the first j codes of each position (offset tokens
+        [B, P, j]) -> depth hidden [B, P, j + 1, d]; output i predicts stream i.
+
+        Input 0 = projected main hidden; input i = projected main hidden + embedding of stream i-1's code
+        (+ a learned per-stream position embedding).
+        """
+        batch, num_positions, _ = hidden.shape
+        h = self.depth_in(hidden)[:, :, None]
+        codes = torch.cat((torch.zeros_like(h), self.depth_embed(known)), dim=2)
+        x = h + codes + self.depth_position[: known.shape[-1] + 1]
+        out, _ = self.depth_transformer(self.drop(x.flatten(0, 1)))
+        return out.reshape(batch, num_positions, -1, out.shape[-1])
+
+    def _run_positions(self, tokens: torch.LongTensor, channel_ids: torch.Tensor, time_ids: torch.Tensor,
+                       cache: LBMCache | None):
+        """Main transformer over whole positions (offset tokens [B, P, M]) after `cache`.
+
+        Returns (hidden: [B, P, M, D] flattened / [B, P, D] depthwise, the extended cache)."""
+        pending = cache.next_input if cache is not None else None
+        past = cache.key_values if cache is not None else None
+        batch, num_positions, m = tokens.shape
+        if self.flattened:
+            flat = tokens.flatten(1)
+            streams = torch.arange(m, device=tokens.device).repeat(num_positions)
+            hidden, kv = self._main(flat[:, :-1, None], pending, channel_ids.repeat_interleave(m, dim=1),
+                                    time_ids.repeat_interleave(m, dim=1), streams, past)
+            return hidden.reshape(batch, num_positions, m, -1), LBMCache(kv, flat[:, -1:])
+        hidden, kv = self._main(tokens[:, :-1], pending, channel_ids, time_ids, None, past)
+        return hidden, LBMCache(kv, tokens[:, -1])
+
+    # ---- input checks -------------------------------------------------------------------------------
+
+    def _check_positions(self, positions, name: str = "positions") -> None:
+        if not isinstance(positions, torch.Tensor) or positions.dim() != 3:
+            shape = tuple(positions.shape) if isinstance(positions, torch.Tensor) else type(positions).__name__
+            raise ValueError(f"{name} must be a LongTensor [B, P, M], got {shape}")
+        if positions.is_floating_point() or positions.dtype == torch.bool:
+            raise ValueError(f"{name} must hold integer codes, got {positions.dtype}")
+        if positions.shape[0] == 0 or positions.shape[1] == 0:
+            raise ValueError(f"{name} is empty: shape {tuple(positions.shape)}")
+        if positions.shape[-1] != self.num_streams:
+            raise ValueError(f"{name} have {positions.shape[-1]} streams, the model has {self.num_streams} "
+                             f"({', '.join(self.code_layout.stream_names)})")
+        sizes = torch.tensor(self._stream_sizes, device=positions.device)
+        if (positions < 0).any() or (positions >= sizes).any():
+            bad = ((positions < 0) | (positions >= sizes)).nonzero()[0].tolist()
+            raise ValueError(f"{name} hold a code outside its stream's vocabulary (first at [b, p, m] = {bad}; "
+                             f"stream sizes {self._stream_sizes})")
+
+    def _check_ids(self, ids, name: str, shape: tuple[int, int], upper: int) -> None:
+        if not isinstance(ids, torch.Tensor) or tuple(ids.shape) != shape:
+            got = tuple(ids.shape) if isinstance(ids, torch.Tensor) else type(ids).__name__
+            raise ValueError(f"{name} must be a LongTensor of shape {shape} ([B, P]), got {got}")
+        if ids.is_floating_point() or ids.dtype == torch.bool:
+            raise ValueError(f"{name} must be integers, got {ids.dtype}")
+        if (ids < 0).any() or (ids >= upper).any():
+            raise ValueError(f"{name} must lie in [0, {upper}), got [{int(ids.min())}, {int(ids.max())}]")
+
+    # ---- training / scoring forward -------------------------------------------------------------------
+
+    def forward(self, positions: torch.LongTensor, channel_ids: torch.LongTensor, time_ids: torch.LongTensor,
+                labels: bool | torch.LongTensor | None = None, attention_mask: torch.Tensor | None = None,
+                position_mask: torch.Tensor | None = None, cache: LBMCache | None = None, use_cache: bool = False,
+                past_key_values: LBMCache | None = None, return_dict: bool | None = None) -> LBMOutput:
+        """Score positions (teacher forcing) and optionally extend a cache.
+
+        Args:
+            positions: [B, P, M] stream codes (`codes_to_positions`), each in its stream's vocabulary.
+            channel_ids: [B, P] channel-vocabulary index of each position.
+            time_ids: [B, P] patch index relative to the start of the context window (< `max_patches`).
+            labels: `True` = score `positions` themselves; or a [B, P, M] LongTensor of targets (-100 = skip).
+                None = no loss.
+            attention_mask / position_mask: optional [B, P], 1 = real position. Padded positions are left
+                out of the loss; pad on the right (causal attention never lets them affect real ones).
+            cache: an [`LBMCache`] of earlier positions of the same windows (flattened: ending on a whole
+                position); `positions` continue them. `past_key_values` is an alias (the pre-v5 name).
+            use_cache: return the extended cache in `output.cache` (also readable as `output.past_key_values`).
+
+        Returns:
+            [`LBMOutput`]: `loss`, `logits` [B, P, M, V_max] and `cache`.
+        """
+        if past_key_values is not None:
+            if cache is not None:
+                raise ValueError("pass the cache as `cache` or `past_key_values`, not both")
+            cache = past_key_values
+        self._check_positions(positions)
+        batch, num_positions, m = positions.shape
+        self._check_ids(channel_ids, "channel_ids", (batch, num_positions), self.config.channel_vocab_size)
+        self._check_ids(time_ids, "time_ids", (batch, num_positions), self.config.max_patches)
+        done = 0 if cache is None else cache.length
+        if self.flattened and done % m:
+            raise ValueError(f"past_key_values holds {done} tokens, not a whole number of positions of {m} streams")
+        steps = num_positions * (m if self.flattened else 1)
+        if done + steps > self.config.max_positions:
+            raise ValueError(f"context too long: {done} cached + {steps} new steps > max_positions="
+                             f"{self.config.max_positions}; use shorter windows (generate slides automatically)")
+
+        tokens = positions.long() + self.stream_offsets(positions.device)
+        hidden, cache = self._run_positions(tokens, channel_ids.long(), time_ids.long(), cache)
+        if self.flattened:
+            logits = self._stream_logits(hidden, self.token_embed.weight)
+        else:
+            logits = self._stream_logits(self._depth(hidden, tokens[:, :, :-1]), self.depth_embed.weight)
+
+        loss = None
+        if labels is not None and labels is not False:
+            targets = positions.long() if labels is True else labels.long()
+            if tuple(targets.shape) != tuple(positions.shape):
+                raise ValueError(f"labels must be True or a [B, P, M] tensor, got shape {tuple(targets.shape)}")
+            mask = position_mask if position_mask is not None else attention_mask
+            if mask is not None:
+                if tuple(mask.shape) != (batch, num_positions):
+                    raise ValueError(f"position_mask must have shape {(batch, num_positions)}, got {tuple(mask.shape)}")
+                targets = targets.masked_fill(~mask.bool()[..., None], -100)
+            loss = F.cross_entropy(logits.flatten(0, 2).float(), targets.flatten(), ignore_index=-100)
+        return LBMOutput(loss=loss, logits=logits, cache=cache if use_cache else None)
+
+    # ---- generation ---------------------------------------------------------------------------------
+
+    def channel_indices(self, channels, batch_size: int | None = None) -> torch.LongTensor:
+        """Channel ids [B, C] from names (one list, or one list per sample) or an index tensor ([C] or [B, C]).
+
+        A single list / [C] row is repeated `batch_size` times (default 1)."""
+        if isinstance(channels, torch.Tensor):
+            if channels.dim() not in (1, 2) or channels.is_floating_point() or channels.dtype == torch.bool:
+                raise ValueError(f"channel_indices must be an integer tensor [C] or [B, C], got "
+                                 f"{channels.dtype} {tuple(channels.shape)}")
+            rows = channels.long().reshape(-1, channels.shape[-1])
+            if rows.numel() == 0:
+                raise ValueError("channel_indices is empty")
+            if (rows < 0).any() or (rows >= self.config.channel_vocab_size).any():
+                raise ValueError(f"channel_indices must lie in [0, {self.config.channel_vocab_size})")
+        else:
+            if isinstance(channels, str) or not isinstance(channels, Sequence) or not len(channels):
+                raise ValueError("channels must be a list of channel names, one list per sample, or an index tensor")
+            lists = [channels] if isinstance(channels[0], str) else list(channels)
+            table = []
+            for names in lists:
+                if isinstance(names, str) or not isinstance(names, Sequence) or not len(names):
+                    raise ValueError(f"expected a non-empty list of channel names, got {names!r}")
+                unknown = [n for n in names if not isinstance(n, str) or n.lower() not in self._channel_index]
+                if unknown:
+                    raise ValueError(f"unknown channel names {unknown}: not in the model's channel_vocabulary")
+                table.append([self._channel_index[n.lower()] for n in names])
+            if len({len(r) for r in table}) != 1:
+                raise ValueError("every sample must list the same number of channels")
+            rows = torch.tensor(table, dtype=torch.long)
+        if any(len(set(r)) != len(r) for r in rows.tolist()):
+            raise ValueError("channels contain duplicates")
+        if batch_size is not None and rows.shape[0] != batch_size:
+            if rows.shape[0] != 1:
+                raise ValueError(f"channels give {rows.shape[0]} rows for a batch of {batch_size}")
+            rows = rows.expand(batch_size, -1)
+        return rows.to(self.device)
+
+    def _check_prompt(self, prompt_codes, prompt_scale_codes, batch: int | None, num_channels: int):
+        """Validate the prompt; return positions [B, A'*C, M] (B taken from the prompt)."""
+        layout = self.code_layout
+        if prompt_codes is None:
+            if prompt_scale_codes is not None:
+                raise ValueError("prompt_scale_codes given without prompt_codes")
+            return None
+        if not isinstance(prompt_codes, torch.Tensor) or prompt_codes.dim() != 5:
+            shape = tuple(prompt_codes.shape) if isinstance(prompt_codes, torch.Tensor) else type(prompt_codes).__name__
+            raise ValueError(f"prompt_codes must be a LongTensor [B, S, K, C, A'], got {shape}")
+        b, s, k, c, a = prompt_codes.shape
+        if (s, k) != (layout.num_scales, layout.num_quantizers):
+            raise ValueError(f"prompt_codes have S={s}, K={k}; the model has S={layout.num_scales}, "
+                             f"K={layout.num_quantizers}")
+        if c != num_channels or a == 0 or (batch is not None and b != batch):
+            raise ValueError(f"prompt_codes shape {tuple(prompt_codes.shape)} does not match {num_channels} channels "
+                             f"(batch {batch}) or holds no patch")
+        if layout.has_scale_codes and prompt_scale_codes is None:
+            raise ValueError("this model generates scale codes: pass prompt_scale_codes [B, 2, C, A'] with the prompt")
+        if not layout.has_scale_codes and prompt_scale_codes is not None:
+            raise ValueError("this model has no scale streams (num_scale_tokens=0): prompt_scale_codes must be None")
+        positions = codes_to_positions(prompt_codes, prompt_scale_codes).to(self.device)
+        self._check_positions(positions, "prompt codes")
+        return positions
+
+    @torch.no_grad()
+    def generate(self, channel_indices=None, num_patches: int | None = None, prompt_codes: torch.Tensor | None = None,
+                 prompt_scale_codes: torch.Tensor | None = None, temperature: float = 1.0, top_k: int | None = None,
+                 top_p: float | None = None, generator: torch.Generator | None = None, use_cache: bool = True,
+                 batch_size: int | None = None, channel_names=None) -> dict:
+        """Sample `num_patches` new patches of codes, continuing an optional prompt.
+
+        Args:
+            channel_indices: [B, C] (or [C]) channel-vocabulary indices, or channel names: one list for the
+                batch or one list per sample (`channel_names=` is an alias).
+            num_patches: patches (seconds) to generate, > 0.
+            prompt_codes: optional [B, S, K, C, A'] codes kept verbatim at the start of the output;
+                prompt_scale_codes [B, 2, C, A'] is required with it when the model has scale streams.
+            temperature, top_k, top_p: sampling controls (temperature 0 = greedy).
+            generator: a `torch.Generator` for reproducible samples.
+            use_cache: reuse the main transformer's keys/values (same samples, faster).
+            batch_size: B when neither the prompt nor `channel_indices` [B, C] sets it (default 1).
+
+        Returns:
+            dict with `codes` [B, S, K, C, A' + num_patches] and `scale_codes` [B, 2, C, A' + num_patches]
+            (None when the model has no scale streams), ready for `NeuroRVQTokenizer.decode`.
+
+        The context holds W = min(positions_per_context // C, max_patches) whole patches. When the patch being
+        generated would not fit, the window slides forward so that it ends with that patch (dropping the oldest
+        patches), time ids are re-based to the new window start, and the cache is rebuilt from the kept
+        patches; so any length can be generated.
+        """
+        channels = channel_names if channel_indices is None else channel_indices
+        if channels is None:
+            raise ValueError("pass channel_indices (or channel_names)")
+        if isinstance(num_patches, bool) or not isinstance(num_patches, int) or num_patches <= 0:
+            raise ValueError(f"num_patches must be a positive integer, got {num_patches!r}")
+        if not float(temperature) >= 0:
+            raise ValueError(f"temperature must be >= 0, got {temperature!r}")
+        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+            raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}")
+        if top_p is not None and not 0 < float(top_p) <= 1:
+            raise ValueError(f"top_p must be in (0, 1] or None, got {top_p!r}")
+        batch = batch_size if prompt_codes is None else (prompt_codes.shape[0] if isinstance(prompt_codes, torch.Tensor)
+                                                         and prompt_codes.dim() == 5 else None)
+        index = self.channel_indices(channels, batch)
+        batch, num_channels = index.shape
+        prompt = self._check_prompt(prompt_codes, prompt_scale_codes, batch, num_channels)
+        window = min(self.config.positions_per_context // num_channels, self.config.max_patches)
+        if window < 1:
+            raise ValueError(f"{num_channels} channels do not fit in the context ({self.config.positions_per_context} "
+                             "positions per window): use fewer channels or a model with a longer context")
+
+        prompt_patches = 0 if prompt is None else prompt.shape[1] // num_channels
+        total_patches = prompt_patches + num_patches
+        m = self.num_streams
+        tokens = torch.zeros(batch, total_patches * num_channels, m, dtype=torch.long, device=self.device)
+        offsets = self.stream_offsets(self.device)
+        if prompt is not None:
+            tokens[:, : prompt.shape[1]] = prompt + offsets
+        channel_ids, patch_ids = channel_and_time_ids(index, total_patches)
+        sample = lambda logits: sample_logits(logits, temperature, top_k, top_p, generator)  # noqa: E731
+
+        start_patch, cache = 0, None
+        for q in range(prompt_patches * num_channels, tokens.shape[1]):
+            patch = q // num_channels
+            if patch - start_patch + 1 > window:  # slide: keep the newest window - 1 patches, rebuild the cache
+                start_patch, cache = patch - window + 1, None
+            start = start_patch * num_channels
+            time_ids = patch_ids - start_patch
+            if use_cache and cache is None:
+                cache = (self._run_positions(tokens[:, start:q], channel_ids[:, start:q], time_ids[:, start:q], None)[1]
+                         if q > start else LBMCache([], None))
+            here = slice(q, q + 1)
+            if self.flattened:
+                for stream in range(m):
+                    stream_id = torch.tensor([stream], device=self.device)
+                    if use_cache:
+                        hidden, kv = self._main(tokens[:, :0, :1], cache.next_input, channel_ids[:, here],
+                                                time_ids[:, here], stream_id, cache.key_values)
+                    else:  # the whole window so far, token by token
+                        done = torch.cat((tokens[:, start:q].flatten(1), tokens[:, q, :stream]), dim=1)
+                        streams = torch.cat((torch.arange(m, device=self.device).repeat(q - start),
+                                             torch.arange(stream + 1, device=self.device)))
+                        repeat = lambda ids: torch.cat((ids[:, start:q].repeat_interleave(m, dim=1),  # noqa: E731
+                                                        ids[:, here].expand(-1, stream + 1)), dim=1)
+                        hidden, _ = self._main(done[:, :, None], None, repeat(channel_ids), repeat(time_ids),
+                                               streams, None)
+                    code = sample(self._one_stream_logits(hidden[:, -1], self.token_embed.weight, stream))
+                    tokens[:, q, stream] = code + self._offsets[stream]
+                    if use_cache:
+                        cache = LBMCache(kv, tokens[:, q, stream:stream + 1])
+            else:
+                if use_cache:
+                    hidden, kv = self._main(tokens[:, :0], cache.next_input, channel_ids[:, here], time_ids[:, here],
+                                            None, cache.key_values)
+                else:
+                    hidden, _ = self._main(tokens[:, start:q], None, channel_ids[:, start:q + 1],
+                                           time_ids[:, start:q + 1], None, None)
+                hidden = hidden[:, -1:]
+                for stream in range(m):  # depth transformer, re-run over the codes sampled so far
+                    depth = self._depth(hidden, tokens[:, q:q + 1, :stream])[:, 0, -1]
+                    code = sample(self._one_stream_logits(depth, self.depth_embed.weight, stream))
+                    tokens[:, q, stream] = code + self._offsets[stream]
+                if use_cache:
+                    cache = LBMCache(kv, tokens[:, q])
+
+        codes, scale_codes = positions_to_codes(tokens - offsets, num_channels, self.code_layout.num_scales,
+                                                self.code_layout.num_quantizers, self.code_layout.has_scale_codes)
+        return {"codes": codes, "scale_codes": scale_codes}

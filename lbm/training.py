@@ -1,0 +1,72 @@
+"""Training and validation of the LBM on code datasets, through the project's one Accelerate core."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+
+from neurorvq.tokenizer.training import TrainingArguments, train
+
+from .configuration_lbm import LBMConfig
+from .data import code_loader, load_codes
+from .modeling_lbm import LBMForCausalLM
+
+
+def context_positions(config: LBMConfig) -> int:
+    """Positions that fit the context: `max_positions` main steps, one per position (depthwise) or per code."""
+    streams = config.num_scales * config.num_quantizers + (2 if config.num_scale_tokens else 0)
+    return config.max_positions // streams if config.layout == "flattened" else config.max_positions
+
+
+def lbm_step(model, batch):
+    return model(batch["positions"], batch["channel_ids"], batch["time_ids"], labels=True,
+                 position_mask=batch["position_mask"])
+
+
+def lbm_metrics(output) -> dict:
+    return {"bits_per_code": float(output.loss.detach()) / math.log(2)}
+
+
+@torch.no_grad()
+def validation_nll(model, dataset, batch_size: int = 8, max_batches: int | None = None) -> dict:
+    """Mean negative log-likelihood of the codes of a split: nats and bits per code, bits per position."""
+    loader = code_loader(dataset, batch_size, shuffle=False, max_positions=context_positions(model.config))
+    total, codes, positions = 0.0, 0, 0
+    generator_state = torch.get_rng_state()  # crops draw from the global RNG: leave training's untouched
+    for i, batch in enumerate(loader):
+        if max_batches is not None and i >= max_batches:
+            break
+        batch = {k: v.to(model.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        real = int(batch["position_mask"].sum())
+        if real == 0:
+            continue
+        output = lbm_step(model, batch)
+        streams = batch["positions"].shape[-1]
+        total += float(output.loss) * real * streams
+        codes += real * streams
+        positions += real
+    torch.set_rng_state(generator_state)
+    nats = total / max(codes, 1)
+    return {"nll_nats_per_code": nats, "bits_per_code": nats / math.log(2),
+            "bits_per_position": nats / math.log(2) * codes / max(positions, 1)}
+
+
+def train_lbm(config, codes_dir: str | Path, args: TrainingArguments, init_from: str | Path | None = None,
+              eval_batches: int | None = 8):
+    """Train an [`LBMForCausalLM`] on a code dataset (`neurorvq tokenize`); returns (model, state)."""
+    train_set, validation_set = load_codes(codes_dir, "train"), load_codes(codes_dir, "validation")
+    if len(train_set) == 0:
+        raise ValueError(f"{codes_dir} has no training window")
+    if init_from is not None:
+        model = LBMForCausalLM.from_pretrained(init_from)
+    else:
+        torch.manual_seed(args.seed)
+        model = LBMForCausalLM(config if isinstance(config, LBMConfig) else LBMConfig.from_json_file(str(config)))
+    loader = code_loader(train_set, args.batch_size, shuffle=True, seed=args.seed, num_workers=args.num_workers,
+                         max_positions=context_positions(model.config))
+    eval_fn = (lambda m: validation_nll(m, validation_set, args.batch_size, eval_batches)) if len(validation_set) else None
+    tokens = lambda batch: int(batch["position_mask"].sum()) * batch["positions"].shape[-1]  # noqa: E731
+    state = train(model, loader, args, lbm_step, lbm_metrics, eval_fn, tokens)
+    return model, state
