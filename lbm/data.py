@@ -133,11 +133,12 @@ def code_shapes(dataset) -> list[tuple[int, int]]:
                     pc.list_value_length(pc.list_element(stage, 0)).to_pylist()))
 
 
-def collate_codes(rows: list[dict], max_positions: int | None = None) -> dict:
+def collate_codes(rows: list[dict], max_positions: int | None = None, max_patches: int | None = None) -> dict:
     """Code windows of one shape -> LBM inputs: `positions` [B, P, M], `channel_ids`/`time_ids`/`position_mask` [B, P].
 
-    With `max_positions`, windows longer than that are cropped to a random run of whole patches (time ids
-    re-based to 0), the same run for the whole batch; the crop draws from torch's global RNG.
+    With `max_positions` (and `max_patches`, the time-embedding size), longer windows are cropped to a random run
+    of whole real patches (time ids re-based to 0), the same run for the whole batch; the crop draws from torch's
+    global RNG.
     """
     codes = torch.as_tensor(np.stack([np.asarray(r["codes"], dtype=np.int64) for r in rows]))
     scales = np.stack([np.asarray(r["scale_codes"], dtype=np.int64) for r in rows])
@@ -148,8 +149,12 @@ def collate_codes(rows: list[dict], max_positions: int | None = None) -> dict:
     channel_ids, time_ids = channel_and_time_ids(channel_indices, num_patches)
     valid = torch.as_tensor([int(r["valid_patches"]) for r in rows])
     position_mask = (time_ids < valid[:, None]).long()  # time-major: position p is patch p // C
-    if max_positions is not None and positions.shape[1] > max_positions:
-        patches = max(1, max_positions // num_channels)
+    patches = num_patches
+    if max_positions is not None:
+        patches = min(patches, max(1, max_positions // num_channels))
+    if max_patches is not None:
+        patches = min(patches, max_patches)
+    if patches < num_patches:
         last_start = max(0, min(num_patches - patches, int(valid.min()) - patches))  # crops hold real patches
         start = int(torch.randint(0, last_start + 1, (1,)))
         keep = slice(start * num_channels, (start + patches) * num_channels)
@@ -160,13 +165,13 @@ def collate_codes(rows: list[dict], max_positions: int | None = None) -> dict:
 
 
 def code_loader(dataset, batch_size: int, shuffle: bool, seed: int = 0, num_workers: int = 0,
-                max_positions: int | None = None):
+                max_positions: int | None = None, max_patches: int | None = None):
     """Shape-bucketed batches of code windows (see `collate_codes`)."""
     from functools import partial
 
     sampler = ShapeBucketBatchSampler(code_shapes(dataset), batch_size, shuffle=shuffle, seed=seed)
     return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers,
-                                       collate_fn=partial(collate_codes, max_positions=max_positions))
+                                       collate_fn=partial(collate_codes, max_positions=max_positions, max_patches=max_patches))
 
 
 __all__ = ["tokenize_dataset", "load_codes", "code_shapes", "collate_codes", "code_loader", "load_prepared"]

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -221,6 +222,10 @@ class LBMPreTrainedModel(PreTrainedModel):
                 init.normal_(module.depth_position, std=std)
 
 
+# LBMs shipped inside the package, loadable offline by name.
+BUNDLED_MODELS = {"neurorvq/lbm-small": Path(__file__).resolve().parent / "pretrained" / "lbm-small"}
+
+
 class LBMForCausalLM(LBMPreTrainedModel):
     """Decoder-only LBM over NeuroRVQ codes, `flattened` or `depthwise` (see the module docstring).
 
@@ -269,6 +274,16 @@ class LBMForCausalLM(LBMPreTrainedModel):
         self.post_init()
 
     # ---- tables -------------------------------------------------------------------------------------
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """`PreTrainedModel.from_pretrained`, plus the bundled names (e.g. `"neurorvq/lbm-small"`, offline)."""
+        bundled = BUNDLED_MODELS.get(str(pretrained_model_name_or_path))
+        if bundled is not None:
+            if not (bundled / "model.safetensors").is_file():
+                raise ValueError(f"the bundled model {pretrained_model_name_or_path} is missing from {bundled}")
+            pretrained_model_name_or_path = bundled
+        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
     def stream_offsets(self, device=None) -> torch.LongTensor:
         """[M] start of each stream in the offset vocabulary (see `layout.stream_offsets`)."""

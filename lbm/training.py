@@ -26,7 +26,8 @@ def lbm_metrics(output) -> dict:
 @torch.no_grad()
 def validation_nll(model, dataset, batch_size: int = 8, max_batches: int | None = None) -> dict:
     """Mean negative log-likelihood of the codes of a split: nats and bits per code, bits per position."""
-    loader = code_loader(dataset, batch_size, shuffle=False, max_positions=model.config.positions_per_context)
+    loader = code_loader(dataset, batch_size, shuffle=False, max_positions=model.config.positions_per_context,
+                         max_patches=model.config.max_patches)
     total, codes, positions = 0.0, 0, 0
     generator_state = torch.get_rng_state()  # crops draw from the global RNG: leave training's untouched
     for i, batch in enumerate(loader):
@@ -59,7 +60,7 @@ def train_lbm(config, codes_dir: str | Path, args: TrainingArguments, init_from:
         torch.manual_seed(args.seed)
         model = LBMForCausalLM(config if isinstance(config, LBMConfig) else LBMConfig.from_json_file(str(config)))
     loader = code_loader(train_set, args.batch_size, shuffle=True, seed=args.seed, num_workers=args.num_workers,
-                         max_positions=model.config.positions_per_context)
+                         max_positions=model.config.positions_per_context, max_patches=model.config.max_patches)
     eval_fn = (lambda m: validation_nll(m, validation_set, args.batch_size, eval_batches)) if len(validation_set) else None
     tokens = lambda batch: int(batch["position_mask"].sum()) * batch["positions"].shape[-1]  # noqa: E731
     state = train(model, loader, args, lbm_step, lbm_metrics, eval_fn, tokens)

@@ -193,10 +193,12 @@ def test_dead_codes_are_restarted():
 def test_bf16_mixed_precision_keeps_the_quantizer_in_fp32(prepared, tmp_path):
     config = NeuroRVQConfig.from_json_file(str(TINY))
     args = TrainingArguments(output_dir=str(tmp_path), max_steps=2, batch_size=2, warmup_steps=1, save_steps=10,
-                             eval_steps=10, logging_steps=1, progress=False, mixed_precision="bf16")
+                             eval_steps=10, logging_steps=1, progress=False, mixed_precision="bf16",
+                             gradient_accumulation_steps=2)
     model, state = train_tokenizer(config, prepared, args)
     losses = [r["loss"] for r in state.history if "loss" in r]
     assert len(losses) == 2 and all(torch.isfinite(torch.tensor(losses)))
+    assert (state.step, state.epoch, state.batch_in_epoch) == (2, 0, 4)  # 2 micro-batches per optimizer step
     stage = model.quantizers[0].stages[0]
     assert stage.codebook.dtype == torch.float32 and bool(stage.initialized.item())
     assert torch.isfinite(stage.codebook).all()
