@@ -504,13 +504,14 @@ STANDARD_1020 = ["fp1", "fp2", "f7", "f3", "fz", "f4", "f8", "t3", "c3", "cz", "
 @torch.no_grad()
 def sample_eeg(model, tokenizer, channel_names: Sequence[str], seconds: int, num_samples: int, seed: int = 0,
                temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None) -> list[np.ndarray]:
-    """`num_samples` synthetic recordings [C, seconds * 200] in microvolts: LBM codes decoded by the tokenizer."""
+    """`num_samples` synthetic recordings [C, seconds * 200] in microvolts: LBM codes decoded by the tokenizer
+    (with `normalize_phase=True`, so that the amplitude is realistic rather than MSE-optimal)."""
     generator = torch.Generator().manual_seed(seed)
     samples = []
     for _ in range(num_samples):
         out = model.generate(list(channel_names), num_patches=seconds, temperature=temperature, top_k=top_k,
                              top_p=top_p, generator=generator)
-        eeg = tokenizer.decode(out["codes"], list(channel_names), scale_codes=out["scale_codes"])
+        eeg = tokenizer.decode(out["codes"], list(channel_names), scale_codes=out["scale_codes"], normalize_phase=True)
         samples.append(eeg[0].cpu().numpy())
     return samples
 

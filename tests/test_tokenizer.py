@@ -313,3 +313,12 @@ def test_bad_codes_raise(trained_tiny):
         trained_tiny.decode(codes[0], CHANNELS, **stats)
     with pytest.raises(ValueError, match="log_amplitude_mean"):
         trained_tiny.decode(codes, CHANNELS, None, None)
+
+
+def test_normalize_phase_keeps_direction_and_restores_amplitude(trained_tiny):
+    x = eeg_like(1, 8, 3, seed=6)
+    encoded = trained_tiny.encode(x, CHANNELS)
+    stats = dict(log_amplitude_mean=encoded.log_amplitude_mean, log_amplitude_std=encoded.log_amplitude_std)
+    plain = trained_tiny.decode(encoded.codes, CHANNELS, **stats)
+    unit = trained_tiny.decode(encoded.codes, CHANNELS, **stats, normalize_phase=True)
+    assert unit.std() > plain.std()  # shrunken (uncertain) phase predictions no longer shrink the amplitude

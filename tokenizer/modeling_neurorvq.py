@@ -132,12 +132,17 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor
 
 
 def spectrum_to_signal(log_amplitude: torch.Tensor, phase_sin: torch.Tensor, phase_cos: torch.Tensor,
-                       mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+                       mean: torch.Tensor, std: torch.Tensor, normalize_phase: bool = False) -> torch.Tensor:
     """Per-patch inverse FFT: z-scored log-amplitude and phase [B, N, P] + per-token stats [B, N] -> signal [B, N, P].
 
-    amplitude = expm1(log_amplitude * std + mean); signal = Re(ifft(amplitude * (cos + i sin))).
+    amplitude = expm1(log_amplitude * std + mean); signal = Re(ifft(amplitude * (cos + i sin))). The phase heads
+    predict E[cos], E[sin]: where the phase is uncertain their norm shrinks, which minimises the MSE but lowers
+    the amplitude. `normalize_phase=True` keeps only their direction (realistic amplitude, higher MSE).
     """
     amplitude = torch.expm1(log_amplitude * std[..., None] + mean[..., None])
+    if normalize_phase:
+        norm = torch.sqrt(phase_cos ** 2 + phase_sin ** 2).clamp(min=1e-6)
+        phase_cos, phase_sin = phase_cos / norm, phase_sin / norm
     spectrum = torch.complex(amplitude * phase_cos, amplitude * phase_sin)
     return torch.fft.ifft(spectrum, dim=-1).real
 
@@ -627,7 +632,7 @@ class NeuroRVQTokenizer(NeuroRVQPreTrainedModel):
     @torch.no_grad()
     def decode(self, codes: torch.Tensor, channel_names, log_amplitude_mean: torch.Tensor | None = None,
                log_amplitude_std: torch.Tensor | None = None, scale_codes: torch.LongTensor | None = None,
-               patch_mask: torch.Tensor | None = None) -> torch.Tensor:
+               patch_mask: torch.Tensor | None = None, normalize_phase: bool = False) -> torch.Tensor:
         """Codes back to EEG.
 
         Args:
@@ -638,6 +643,9 @@ class NeuroRVQTokenizer(NeuroRVQPreTrainedModel):
             scale_codes: [B, 2, C, A] amplitude scale tokens from [`encode`] (models with
                 `amplitude_side_information="scale_tokens"`): then codes alone decode to microvolts.
             patch_mask: optional [B, C, A], True = real patch (from [`encode`]).
+            normalize_phase: use only the direction of the predicted (cos, sin). The default (as released)
+                minimises the reconstruction MSE but shrinks the amplitude of uncertain frequencies; `True`
+                restores realistic amplitude (for generation) at a higher MSE.
 
         Returns:
             EEG [B, C, A * patch_size] in microvolts.
@@ -648,7 +656,7 @@ class NeuroRVQTokenizer(NeuroRVQPreTrainedModel):
                                            scale_codes)
         spectrum = self.decode_spectrum(codes, channel_names, patch_mask)
         flat = [rearrange(t, "b c a p -> b (c a) p").float() for t in spectrum.values()]
-        signal = spectrum_to_signal(*flat, mean, std)
+        signal = spectrum_to_signal(*flat, mean, std, normalize_phase=normalize_phase)
         return rearrange(signal, "b (c a) p -> b c (a p)", c=channels)
 
     # ---- training forward ---------------------------------------------------------------------------
