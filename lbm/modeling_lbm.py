@@ -33,6 +33,8 @@ from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
+from neurorvq.tokenizer.modeling_neurorvq import resolve_bundled
+
 from .configuration_lbm import LBMConfig
 from .layout import channel_and_time_ids, codes_to_positions, positions_to_codes
 
@@ -278,12 +280,7 @@ class LBMForCausalLM(LBMPreTrainedModel):
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
         """`PreTrainedModel.from_pretrained`, plus the bundled names (e.g. `"neurorvq/lbm-small"`, offline)."""
-        bundled = BUNDLED_MODELS.get(str(pretrained_model_name_or_path))
-        if bundled is not None:
-            if not (bundled / "model.safetensors").is_file():
-                raise ValueError(f"the bundled model {pretrained_model_name_or_path} is missing from {bundled}")
-            pretrained_model_name_or_path = bundled
-        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        return super().from_pretrained(resolve_bundled(pretrained_model_name_or_path, BUNDLED_MODELS), *args, **kwargs)
 
     def stream_offsets(self, device=None) -> torch.LongTensor:
         """[M] start of each stream in the offset vocabulary (see `layout.stream_offsets`)."""

@@ -25,3 +25,13 @@ def parity_dir() -> Path:
     if not PARITY_DIR.is_dir():
         pytest.fail(f"parity fixture not found at {PARITY_DIR}; set NEURORVQ_SHARED to the shared/ folder")
     return PARITY_DIR
+
+
+@pytest.fixture
+def fresh_accelerate_state():
+    """Each training run in the test process gets its own Accelerator settings (mixed precision, say)."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)

@@ -14,16 +14,9 @@ from neurorvq.tokenizer.training import TrainingArguments
 
 from .conftest import REPO_ROOT
 
+pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
+
 FILES = ["eegmat/Subject02_2.edf", "eegmat/Subject03_2.edf", "eegmmidb/S001/S001R01.edf"]
-
-
-@pytest.fixture(autouse=True)
-def fresh_accelerate_state():
-    from accelerate.state import AcceleratorState
-
-    AcceleratorState._reset_state(reset_partial_state=True)
-    yield
-    AcceleratorState._reset_state(reset_partial_state=True)
 
 
 @pytest.fixture(scope="module")

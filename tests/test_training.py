@@ -25,18 +25,10 @@ from neurorvq.tokenizer.training import TrainingArguments, train_tokenizer
 
 from .conftest import REPO_ROOT
 
+pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
+
 TINY = REPO_ROOT / "configs" / "tokenizer" / "tiny.json"
 FILES = ["eegmat/Subject02_2.edf", "eegmat/Subject03_2.edf", "eegmat/Subject04_2.edf", "eegmmidb/S001/S001R01.edf"]
-
-
-@pytest.fixture(autouse=True)
-def fresh_accelerate_state():
-    """Each training run in this process gets its own Accelerator settings (mixed precision, say)."""
-    from accelerate.state import AcceleratorState
-
-    AcceleratorState._reset_state(reset_partial_state=True)
-    yield
-    AcceleratorState._reset_state(reset_partial_state=True)
 
 
 @pytest.fixture(scope="module")

@@ -377,6 +377,16 @@ class NeuroRVQPreTrainedModel(PreTrainedModel):
 BUNDLED_MODELS = {"neurorvq/tokenizer-small": Path(__file__).resolve().parent / "pretrained" / "tokenizer-small"}
 
 
+def resolve_bundled(name_or_path, bundled: dict[str, Path]):
+    """A bundled model's folder for its name (e.g. `"neurorvq/tokenizer-small"`), else `name_or_path` unchanged."""
+    folder = bundled.get(str(name_or_path))
+    if folder is None:
+        return name_or_path
+    if not (folder / "model.safetensors").is_file():
+        raise ValueError(f"the bundled model {name_or_path} is missing from {folder}")
+    return folder
+
+
 class NeuroRVQTokenizer(NeuroRVQPreTrainedModel):
     """The NeuroRVQ EEG tokenizer: EEG in microvolts <-> codes [B, S, K, C, A].
 
@@ -407,12 +417,7 @@ class NeuroRVQTokenizer(NeuroRVQPreTrainedModel):
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
         """`PreTrainedModel.from_pretrained`, plus the bundled names (e.g. `"neurorvq/tokenizer-small"`, offline)."""
-        bundled = BUNDLED_MODELS.get(str(pretrained_model_name_or_path))
-        if bundled is not None:
-            if not (bundled / "model.safetensors").is_file():
-                raise ValueError(f"the bundled model {pretrained_model_name_or_path} is missing from {bundled}")
-            pretrained_model_name_or_path = bundled
-        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        return super().from_pretrained(resolve_bundled(pretrained_model_name_or_path, BUNDLED_MODELS), *args, **kwargs)
 
     # ---- input checks -------------------------------------------------------------------------------
 
