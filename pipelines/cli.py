@@ -136,6 +136,83 @@ def _evaluate_lbm(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: an integer > 0 (otherwise exit code 2 with a message)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def _generate(args: argparse.Namespace) -> int:
+    import os
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers import pipeline
+
+    from neurorvq.lbm import LBMForCausalLM
+    from neurorvq.pipelines._eeg import resolve_channels, save_raw
+    from neurorvq.pipelines.plotting import TRAINING_PSD, load_training_psd, plot_recording
+
+    if args.channels and args.montage:
+        raise ValueError("pass --channels or --montage, not both")
+    if not args.out.lower().endswith((".edf", ".fif", ".fif.gz")):
+        raise ValueError(f"--out {args.out} must end in .edf or .fif")
+    channels = resolve_channels(args.channels, args.montage if (args.channels or args.prompt) else
+                                (args.montage or "standard_1020"))
+    model = LBMForCausalLM.from_pretrained(args.model)
+    generator = pipeline("eeg-generation", model=model, tokenizer_model=args.tokenizer, device=args.device)
+    out = generator(args.prompt, seconds=args.seconds, channel_names=channels, temperature=args.temperature,
+                    top_k=args.top_k, top_p=args.top_p, seed=args.seed, prompt_seconds=args.prompt_seconds,
+                    return_raw=True, progress=True)
+    path = save_raw(out["raw"], args.out)
+    seconds = out["eeg"].shape[-1] / out["sampling_rate"]
+    print(f"wrote {path}: {len(out['channel_names'])} channels x {seconds:g} s at {out['sampling_rate']} Hz"
+          + (f" (first {out['prompt_seconds']} s: the prompt)" if out["prompt_seconds"] else ""))
+    if args.plot:
+        reference = load_training_psd()
+        if reference is None:
+            print(f"note: {TRAINING_PSD} not found; plotting the sample PSD alone "
+                  "(create it with `neurorvq training-psd`)")
+        print(f"figure: {plot_recording(out['eeg'], out['channel_names'], args.plot, reference=reference)}")
+    return 0
+
+
+def _reconstruct(args: argparse.Namespace) -> int:
+    import os
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers import pipeline
+
+    from neurorvq.pipelines._eeg import save_raw
+    from neurorvq.pipelines.plotting import plot_recording
+    from neurorvq.tokenizer import NeuroRVQTokenizer
+
+    if args.out and not args.out.lower().endswith((".edf", ".fif", ".fif.gz")):
+        raise ValueError(f"--out {args.out} must end in .edf or .fif")
+    model = NeuroRVQTokenizer.from_pretrained(args.tokenizer)
+    reconstructor = pipeline("eeg-reconstruction", model=model, device=args.device)
+    out = reconstructor(args.recording, max_seconds=args.max_seconds, return_raw=True,
+                        normalize_phase=args.normalize_phase)
+    print(f"{len(out['channel_names'])} channels x {out['original'].shape[-1] / 200:g} s: "
+          f"z-scored MSE {out['zscored_mse']:.4f}, PCC {out['pcc']:.4f}")
+    if args.out:
+        print(f"wrote {save_raw(out['raw'], args.out)}")
+    if args.plot:
+        print(f"figure: {plot_recording(out['reconstruction'], out['channel_names'], args.plot, title='reconstruction', other=out['original'])}")
+    return 0
+
+
+def _training_psd(args: argparse.Namespace) -> int:
+    from neurorvq.pipelines.plotting import compute_training_psd
+
+    print(f"wrote {compute_training_psd(args.data, args.output, split=args.split, max_windows=args.max_windows)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="neurorvq",
@@ -252,6 +329,65 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate_lbm.add_argument("--output", default=None, help="write the metrics as JSON here")
     evaluate_lbm.add_argument("--figure", default=None, help="write the realism PNG here")
     evaluate_lbm.set_defaults(run=_evaluate_lbm)
+
+    generate = commands.add_parser(
+        "generate",
+        help="sample synthetic EEG with a large brainwave model and write it as EDF/FIF (+ a PNG)",
+        description="Sample codes from an LBM (default: the bundled neurorvq/lbm-small, offline), decode them with "
+                    "its NeuroRVQ tokenizer into microvolts at 200 Hz and write the recording through MNE (EDF by "
+                    "the .edf extension, FIF by .fif). With --prompt, continue a real recording: the output starts "
+                    "with the prompt decoded from its own codes.",
+    )
+    generate.add_argument("--seconds", type=_positive_int, default=30, help="seconds to generate (default: %(default)s)")
+    generate.add_argument("--montage", default=None,
+                          help="named montage of the channels: standard_1020 (19 channels; the default without "
+                               "--channels or --prompt)")
+    generate.add_argument("--channels", default=None,
+                          help="comma-separated channel names instead of --montage, e.g. fp1,fp2,c3,c4,o1,o2")
+    generate.add_argument("--out", "-o", required=True, help="output recording, .edf or .fif")
+    generate.add_argument("--plot", default=None, help="write a PNG here: traces + PSD against the training PSD")
+    generate.add_argument("--seed", type=int, default=0, help="sampling seed; same seed, same EEG (default: %(default)s)")
+    generate.add_argument("--temperature", type=float, default=0.7,
+                          help="sampling temperature, 0 = greedy; 0.7 measured closest to real band power (default: %(default)s)")
+    generate.add_argument("--top-k", type=_positive_int, default=None, help="sample among the k most likely codes")
+    generate.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass in (0, 1]")
+    generate.add_argument("--prompt", default=None, help="recording to continue (any file MNE reads)")
+    generate.add_argument("--prompt-seconds", type=_positive_int, default=None,
+                          help="use only the first seconds of --prompt (default: all of it)")
+    generate.add_argument("--model", default="neurorvq/lbm-small", help="LBM folder or bundled name (default: %(default)s)")
+    generate.add_argument("--tokenizer", default=None, help="tokenizer (default: the one named in the LBM config)")
+    generate.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: %(default)s)")
+    generate.set_defaults(run=_generate)
+
+    reconstruct = commands.add_parser(
+        "reconstruct",
+        help="tokenize a recording and decode it back; report z-scored MSE and PCC",
+        description="Preprocess a recording (any file MNE reads) with the released feature extractor, encode it "
+                    "with a NeuroRVQ tokenizer, decode the codes and report the z-scored MSE and Pearson correlation "
+                    "against the preprocessed input; optionally write the reconstruction (EDF/FIF) and a PNG.",
+    )
+    reconstruct.add_argument("recording", help="recording file")
+    reconstruct.add_argument("--out", "-o", default=None, help="write the reconstruction here (.edf or .fif)")
+    reconstruct.add_argument("--plot", default=None, help="write a PNG (original vs reconstruction) here")
+    reconstruct.add_argument("--max-seconds", type=_positive_int, default=None, help="use only the first seconds")
+    reconstruct.add_argument("--normalize-phase", action="store_true",
+                             help="decode with unit phase vectors (realistic amplitude, higher MSE)")
+    reconstruct.add_argument("--tokenizer", default="neurorvq/tokenizer-small",
+                             help="tokenizer folder or bundled name (default: %(default)s)")
+    reconstruct.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
+    reconstruct.set_defaults(run=_reconstruct)
+
+    training_psd = commands.add_parser(
+        "training-psd",
+        help="average PSD of a prepared dataset, the reference curve of `generate --plot`",
+        description="Average the Welch PSD (µV²/Hz, 1-s windows) over all channels and windows of a prepared "
+                    "split and write it as JSON (for the bundled LBM: lbm/pretrained/lbm-small/training_psd.json).",
+    )
+    training_psd.add_argument("--data", required=True, help="dataset folder written by `neurorvq prepare`")
+    training_psd.add_argument("--output", "-o", required=True, help="JSON file to write")
+    training_psd.add_argument("--split", default="train", help="split to average (default: %(default)s)")
+    training_psd.add_argument("--max-windows", type=_positive_int, default=None, help="use at most this many windows")
+    training_psd.set_defaults(run=_training_psd)
     return parser
 
 

@@ -1,0 +1,165 @@
+"""Shared helpers of the pipelines: montages, recordings <-> codes in windows, MNE output.
+
+Units: EEG arrays here are microvolts (µV) at 200 Hz, shaped [C, T] (one recording) or [B, C, T];
+MNE objects hold Volts. Codes are [B, S, K, C, A] and scale codes [B, 2, C, A] (A = one-second patches).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+SAMPLING_RATE = 200  # Hz, the tokenizer's rate
+PATCH_SIZE = 200  # samples per patch (one second)
+DEFAULT_LBM = "neurorvq/lbm-small"
+DEFAULT_TOKENIZER = "neurorvq/tokenizer-small"
+
+
+def montage_channels(montage: str) -> list[str]:
+    """Channel names (lower-case vocabulary names) of a named montage; only `"standard_1020"` (19 names)."""
+    from neurorvq.lbm.evaluation import STANDARD_1020
+
+    montages = {"standard_1020": list(STANDARD_1020)}
+    key = str(montage).lower().replace("-", "_")
+    if key not in montages:
+        raise ValueError(f"unknown montage {montage!r}; known: {sorted(montages)}")
+    return montages[key]
+
+
+def resolve_channels(channel_names: Sequence[str] | str | None, montage: str | None,
+                     default: Sequence[str] | None = None) -> list[str] | None:
+    """Lower-case channel names from `channel_names` (list or comma-separated string) or a `montage`."""
+    if channel_names is not None and montage is not None:
+        raise ValueError("pass channel_names or montage, not both")
+    if montage is not None:
+        return montage_channels(montage)
+    if channel_names is None:
+        return None if default is None else list(default)
+    if isinstance(channel_names, str):
+        channel_names = [n.strip() for n in channel_names.split(",") if n.strip()]
+    names = [str(n).lower() for n in channel_names]
+    if not names:
+        raise ValueError("channel_names is empty")
+    if len(set(names)) != len(names):
+        raise ValueError(f"channel_names contain duplicates: {names}")
+    return names
+
+
+def display_name(name: str) -> str:
+    """Vocabulary name -> conventional 10-20 capitalisation: fp1 -> Fp1, cz -> Cz, cpz -> CPz, af3 -> AF3."""
+    upper = name.upper()
+    if upper.startswith("FP"):
+        upper = "Fp" + upper[2:]
+    if upper.endswith("Z") and len(upper) > 1:
+        upper = upper[:-1] + "z"
+    return upper
+
+
+def patches_per_window(tokenizer, num_channels: int) -> int:
+    """Most one-second patches per channel that one tokenizer call holds (C * A <= max_patches)."""
+    a = tokenizer.config.max_patches // num_channels
+    if a < 1:
+        raise ValueError(f"{num_channels} channels exceed the tokenizer's {tokenizer.config.max_patches} tokens per window")
+    return a
+
+
+def load_recording(recording: Any, channel_names: Sequence[str] | None = None, sampling_rate: float | None = None,
+                   max_seconds: int | None = None, window_patches: int | None = None) -> dict:
+    """Preprocess a recording (an `mne.io.Raw`, a file path, or a [C, T] array in **Volts** with `channel_names`
+    and `sampling_rate`) with the released feature extractor.
+
+    Returns a dict with `input_values` [N, C, A*200] µV (windows), `padding_mask` (same shape, 1 = real) and
+    `channel_names` (C vocabulary names). Channels outside the vocabulary are dropped; `max_seconds` keeps only
+    the windows needed for that many seconds.
+    """
+    from neurorvq.tokenizer import NeuroRVQFeatureExtractor
+
+    is_path = isinstance(recording, (str, os.PathLike))
+    if is_path and not Path(recording).exists():
+        raise ValueError(f"recording {recording} does not exist")
+    array = isinstance(recording, (np.ndarray, torch.Tensor))
+    extractor = NeuroRVQFeatureExtractor(on_unknown_channel="drop")
+    batch = extractor(recording, channel_names=list(channel_names) if array and channel_names else None,
+                      sampling_rate=sampling_rate if array else None, return_tensors="pt",
+                      window_patches=window_patches)
+    values, mask = batch["input_values"], batch["padding_mask"]
+    if max_seconds is not None:
+        a = values.shape[-1] // PATCH_SIZE
+        keep = -(-int(max_seconds) // a)
+        values, mask = values[:keep], mask[:keep]
+    return {"input_values": values, "padding_mask": mask, "channel_names": list(batch["channel_names"])}
+
+
+@torch.no_grad()
+def encode_windows(tokenizer, windows: dict, batch_size: int = 8) -> dict:
+    """Encode preprocessed windows (see `load_recording`) and join them along time.
+
+    Returns `codes` [1, S, K, C, A_total], `scale_codes` [1, 2, C, A_total] (or None), `eeg` [C, A_total*200] µV
+    (the preprocessed input, cut to whole real patches) and `channel_names`.
+    """
+    values, mask, names = windows["input_values"], windows["padding_mask"], windows["channel_names"]
+    codes, scales = [], []
+    for start in range(0, values.shape[0], batch_size):
+        out = tokenizer.encode(values[start:start + batch_size], names, padding_mask=mask[start:start + batch_size])
+        codes.append(out.codes.cpu())
+        scales.append(None if out.scale_codes is None else out.scale_codes.cpu())
+    codes = torch.cat(codes)  # [N, S, K, C, A]
+    n, s, k, c, a = codes.shape
+    valid_patches = int(mask[:, 0].sum()) // PATCH_SIZE  # whole real patches over all windows (padding is at the end)
+    if valid_patches < 1:
+        raise ValueError("the recording is shorter than one second after preprocessing")
+    joined = codes.permute(1, 2, 3, 0, 4).reshape(1, s, k, c, n * a)[..., :valid_patches]
+    scale_codes = None
+    if scales[0] is not None:
+        scale = torch.cat(scales)  # [N, 2, C, A]
+        scale_codes = scale.permute(1, 2, 0, 3).reshape(1, 2, c, n * a)[..., :valid_patches]
+    eeg = values.permute(1, 0, 2).reshape(c, -1)[:, : valid_patches * PATCH_SIZE]
+    return {"codes": joined, "scale_codes": scale_codes, "eeg": eeg.numpy(), "channel_names": list(names)}
+
+
+@torch.no_grad()
+def decode_codes(tokenizer, codes: torch.Tensor, channel_names: Sequence[str], scale_codes: torch.Tensor | None = None,
+                 normalize_phase: bool = True) -> np.ndarray:
+    """Codes [B, S, K, C, A] (+ scale codes [B, 2, C, A]) -> EEG [B, C, A*200] µV, decoded in consecutive
+    windows of `patches_per_window` patches (the tokenizer's context), starting at patch 0."""
+    a_total, c = codes.shape[-1], codes.shape[-2]
+    step = patches_per_window(tokenizer, c)
+    pieces = []
+    for start in range(0, a_total, step):
+        part = slice(start, min(start + step, a_total))
+        sc = None if scale_codes is None else scale_codes[..., part]
+        pieces.append(tokenizer.decode(codes[..., part], list(channel_names), scale_codes=sc,
+                                       normalize_phase=normalize_phase).cpu())
+    return torch.cat(pieces, dim=-1).numpy()
+
+
+def to_raw(eeg_microvolts: np.ndarray, channel_names: Sequence[str], sampling_rate: float = SAMPLING_RATE):
+    """[C, T] µV -> `mne.io.RawArray` in Volts, channel type EEG, conventional names (Fp1, Cz, ...)."""
+    import mne
+
+    info = mne.create_info([display_name(n) for n in channel_names], float(sampling_rate), ch_types="eeg")
+    return mne.io.RawArray(np.asarray(eeg_microvolts, dtype=np.float64) * 1e-6, info, verbose=False)
+
+
+def save_raw(raw, path: str | Path) -> Path:
+    """Write a Raw as EDF (`.edf`, through edfio) or FIF (`.fif`, `.fif.gz`) chosen by the extension."""
+    path = Path(path)
+    name = path.name.lower()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if name.endswith(".edf"):
+        import mne
+
+        mne.export.export_raw(str(path), raw, fmt="edf", overwrite=True, verbose=False)
+    elif name.endswith((".fif", ".fif.gz")):
+        if not name.endswith(("raw.fif", "raw.fif.gz", "_eeg.fif", "_eeg.fif.gz")):
+            import warnings
+
+            warnings.filterwarnings("ignore", message=".*does not conform to MNE naming conventions.*")
+        raw.save(str(path), overwrite=True, verbose=False)
+    else:
+        raise ValueError(f"output {path} must end in .edf or .fif")
+    return path

@@ -1,0 +1,100 @@
+"""The user-facing pipelines (through `transformers.pipeline`) and the `neurorvq generate / reconstruct` CLI."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from transformers import pipeline
+
+import neurorvq.pipelines  # noqa: F401  registers the tasks
+from neurorvq.lbm import LBMForCausalLM
+from neurorvq.pipelines.cli import main
+from neurorvq.tokenizer import NeuroRVQTokenizer
+
+
+@pytest.fixture(scope="module")
+def generator():
+    return pipeline("eeg-generation", model=LBMForCausalLM.from_pretrained("neurorvq/lbm-small"), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def recording(eeg_dir):
+    return str(eeg_dir / "eegmat" / "Subject00_1.edf")
+
+
+def test_default_pipeline_is_bundled():
+    pipe = pipeline("eeg-generation", device="cpu")
+    out = pipe(seconds=1, channel_names=["fp1", "cz"], seed=0)
+    assert out["eeg"].shape == (2, 200) and out["sampling_rate"] == 200 and out["channel_names"] == ["fp1", "cz"]
+
+
+def test_generation_output_and_seeds(generator):
+    a = generator(seconds=2, montage="standard_1020", seed=1)
+    b = generator(seconds=2, montage="standard_1020", seed=1)
+    c = generator(seconds=2, montage="standard_1020", seed=2)
+    assert a["eeg"].shape == (19, 400) and a["eeg"].dtype == np.float32 and np.isfinite(a["eeg"]).all()
+    assert len(a["channel_names"]) == 19
+    np.testing.assert_array_equal(a["eeg"], b["eeg"])
+    assert not np.allclose(a["eeg"], c["eeg"])
+    several = generator(num_patches=1, channel_names="c3,c4", seed=0, num_samples=2, return_raw=True)
+    assert isinstance(several, list) and len(several) == 2
+    assert several[0]["raw"].ch_names == ["C3", "C4"]
+    np.testing.assert_allclose(several[0]["raw"].get_data() * 1e6, several[0]["eeg"], rtol=1e-5, atol=1e-3)
+
+
+def test_prompt_continuation_keeps_the_prompt(generator, recording):
+    out = generator(recording, prompt_seconds=3, seconds=2, seed=0)
+    names = out["channel_names"]
+    assert out["prompt_seconds"] == 3 and out["eeg"].shape == (len(names), 5 * 200)
+    tokens = pipeline("eeg-tokenization", model=generator.eeg_tokenizer, device="cpu")(recording, max_seconds=3)
+    assert tokens["channel_names"] == names
+    own = generator.eeg_tokenizer.decode(tokens["codes"], names, scale_codes=tokens["scale_codes"],
+                                         normalize_phase=True)[0].numpy()
+    np.testing.assert_allclose(out["eeg"][:, : 3 * 200], own, rtol=1e-5, atol=1e-4)
+
+
+def test_reconstruction_pipeline(recording):
+    rec = pipeline("eeg-reconstruction", model=NeuroRVQTokenizer.from_pretrained("neurorvq/tokenizer-small"),
+                   device="cpu")(recording, max_seconds=5)
+    assert rec["original"].shape == rec["reconstruction"].shape == (19, 1000)
+    assert rec["zscored_mse"] < 1.0 and rec["pcc"] > 0.5
+
+
+@pytest.mark.parametrize("kwargs", [{"montage": "nope"}, {"seconds": 0}, {"seconds": -3},
+                                    {"channel_names": ["fp1", "notachannel"]}, {"bogus": 1}])
+def test_bad_arguments_raise(generator, kwargs):
+    with pytest.raises(ValueError):
+        generator(**{"seconds": 1, **kwargs})
+
+
+def test_cli_generate_writes_edf_and_png(tmp_path):
+    import mne
+
+    edf, png = tmp_path / "synth.edf", tmp_path / "synth.png"
+    assert main(["generate", "--seconds", "3", "--montage", "standard_1020", "--out", str(edf), "--plot", str(png),
+                 "--seed", "0"]) == 0
+    raw = mne.io.read_raw_edf(edf, preload=True, verbose=False)
+    assert raw.ch_names[:3] == ["Fp1", "Fp2", "F7"] and len(raw.ch_names) == 19
+    assert raw.info["sfreq"] == 200 and raw.n_times == 3 * 200
+    assert png.is_file() and png.stat().st_size > 10_000
+    fif = tmp_path / "synth_raw.fif"
+    assert main(["generate", "--seconds", "1", "--channels", "c3,c4", "--out", str(fif)]) == 0
+    assert mne.io.read_raw_fif(fif, verbose=False).ch_names == ["C3", "C4"]
+
+
+def test_cli_reconstruct(tmp_path, recording):
+    out = tmp_path / "recon.edf"
+    assert main(["reconstruct", recording, "--out", str(out), "--max-seconds", "3", "--plot",
+                 str(tmp_path / "r.png")]) == 0
+    assert out.is_file() and (tmp_path / "r.png").is_file()
+
+
+@pytest.mark.parametrize("argv", [["generate", "--seconds", "0", "--out", "x.edf"],
+                                  ["generate", "--seconds", "2", "--montage", "nope", "--out", "x.edf"],
+                                  ["generate", "--seconds", "2", "--out", "x.txt"]])
+def test_cli_bad_arguments_exit_2(argv, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as info:
+        raise SystemExit(main(argv))
+    assert info.value.code == 2
