@@ -16,11 +16,11 @@ from pathlib import Path
 
 import torch
 
+from neurorvq.lbm.evaluation import STANDARD_1020
 from neurorvq.tokenizer import NeuroRVQConfig, NeuroRVQTokenizer
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "tokenizer" / "official-eeg-v1.json"
-MONTAGE = ["fp1", "fp2", "f7", "f3", "fz", "f4", "f8", "t3", "c3", "cz", "c4", "t4", "t5", "p3", "pz", "p4", "t6",
-           "o1", "o2"]
+MONTAGE = STANDARD_1020  # 19-channel 10-20
 
 
 def time_encode(model: NeuroRVQTokenizer, x: torch.Tensor, names: list[str], repeats: int) -> float:

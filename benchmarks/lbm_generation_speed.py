@@ -16,11 +16,11 @@ from pathlib import Path
 
 import torch
 
+from neurorvq.lbm.evaluation import STANDARD_1020
 from neurorvq.lbm import LBMConfig, LBMForCausalLM
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "lbm"
-MONTAGE = ["fp1", "fp2", "f7", "f3", "fz", "f4", "f8", "t3", "c3", "cz", "c4", "t4", "t5", "p3", "pz", "p4", "t6",
-           "o1", "o2"]
+MONTAGE = STANDARD_1020  # 19-channel 10-20
 
 
 def measure(model: LBMForCausalLM, seconds: int, use_cache: bool) -> dict:
