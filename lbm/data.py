@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from neurorvq.tokenizer.data import ShapeBucketBatchSampler, load_prepared
+from neurorvq.tokenizer.data import ShapeBucketBatchSampler, load_split
 
 from .layout import channel_and_time_ids, codes_to_positions
 
@@ -109,18 +109,8 @@ def _model_fingerprint(model) -> str:
 
 def load_codes(path: str | Path, split: str | None = None):
     """A code dataset written by `tokenize_dataset` (or one split of it), formatted as numpy."""
-    import datasets
-
-    path = Path(path)
-    if not (path / "tokenize_manifest.json").is_file():
-        raise ValueError(f"{path} is not a code dataset (run `neurorvq tokenize` first)")
-    dataset = datasets.load_from_disk(str(path))
-    if split is not None:
-        if split not in dataset:
-            raise ValueError(f"{path} has no split {split!r} (splits: {list(dataset)})")
-        dataset = dataset[split]
-    return dataset.with_format("numpy", columns=["codes", "scale_codes", "channel_indices", "valid_patches"],
-                               output_all_columns=True)
+    return load_split(path, split, "tokenize_manifest.json", "neurorvq tokenize",
+                      ["codes", "scale_codes", "channel_indices", "valid_patches"])
 
 
 def code_shapes(dataset) -> list[tuple[int, int]]:
@@ -174,4 +164,4 @@ def code_loader(dataset, batch_size: int, shuffle: bool, seed: int = 0, num_work
                                        collate_fn=partial(collate_codes, max_positions=max_positions, max_patches=max_patches))
 
 
-__all__ = ["tokenize_dataset", "load_codes", "code_shapes", "collate_codes", "code_loader", "load_prepared"]
+__all__ = ["tokenize_dataset", "load_codes", "code_shapes", "collate_codes", "code_loader"]

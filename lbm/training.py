@@ -7,9 +7,8 @@ from pathlib import Path
 
 import torch
 
-from neurorvq.tokenizer.training import TrainingArguments, train
+from neurorvq.tokenizer.training import TrainingArguments, build_model, train
 
-from .configuration_lbm import LBMConfig
 from .data import code_loader, load_codes
 from .modeling_lbm import LBMForCausalLM
 
@@ -54,11 +53,7 @@ def train_lbm(config, codes_dir: str | Path, args: TrainingArguments, init_from:
     train_set, validation_set = load_codes(codes_dir, "train"), load_codes(codes_dir, "validation")
     if len(train_set) == 0:
         raise ValueError(f"{codes_dir} has no training window")
-    if init_from is not None:
-        model = LBMForCausalLM.from_pretrained(init_from)
-    else:
-        torch.manual_seed(args.seed)
-        model = LBMForCausalLM(config if isinstance(config, LBMConfig) else LBMConfig.from_json_file(str(config)))
+    model = build_model(LBMForCausalLM, config, init_from, args.seed)
     loader = code_loader(train_set, args.batch_size, shuffle=True, seed=args.seed, num_workers=args.num_workers,
                          max_positions=model.config.positions_per_context, max_patches=model.config.max_patches)
     eval_fn = (lambda m: validation_nll(m, validation_set, args.batch_size, eval_batches)) if len(validation_set) else None

@@ -20,7 +20,7 @@ from typing import Iterable, Iterator
 import numpy as np
 import torch
 
-from .feature_extraction_neurorvq import NeuroRVQFeatureExtractor
+from .feature_extraction_neurorvq import NeuroRVQFeatureExtractor, rate_from_file_name, read_recording
 
 # Extensions that hold a recording MNE can open (companions like .fdt or .vmrk are opened through their header).
 RECORDING_SUFFIXES = {".edf", ".bdf", ".gdf", ".set", ".fif", ".vhdr", ".cnt", ".mff", ".nxe", ".eeg", ".txt"}
@@ -156,7 +156,10 @@ def prepare_dataset(
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                features = extractor(path, channel_names=text_channel_names if is_text else None,
+                # read each file once: the extractor takes the Raw, and the Raw gives the source rate
+                recording = path if is_text else read_recording(path)
+                source_rate = (rate_from_file_name(path) or float("nan")) if is_text else float(recording.info["sfreq"])
+                features = extractor(recording, channel_names=text_channel_names if is_text else None,
                                      on_unknown_channel=on_unknown_channel)
             for warning in caught:
                 if "unknown" in str(warning.message).lower():
@@ -172,7 +175,6 @@ def prepare_dataset(
             report.skipped.append((str(path), message))
             warnings.warn(f"skipping unreadable file {path}: {message}")
             continue
-        source_rate = _source_rate(path, extractor)
         rows_by_file.append((path, subject, dict(features=features, source_rate=source_rate)))
 
     if not rows_by_file:
@@ -216,28 +218,27 @@ def prepare_dataset(
     return report
 
 
-def _source_rate(path: Path, extractor: NeuroRVQFeatureExtractor) -> float:
-    if path.suffix.lower() == ".txt":
-        found = re.findall(r"(\d+(?:\.\d+)?)\s*hz", path.name, re.IGNORECASE)
-        return float(found[-1]) if found else float("nan")
-    import mne
+def load_split(path: str | Path, split: str | None, marker: str, made_by: str, numpy_columns: list[str]):
+    """A `DatasetDict` saved by this project (or one split of it), its signal columns formatted as numpy.
 
-    return float(mne.io.read_raw(path, preload=False, verbose="error").info["sfreq"])
-
-
-def load_prepared(path: str | Path, split: str | None = None):
-    """The prepared `DatasetDict` (or one split of it), formatted as numpy."""
+    `marker` is the manifest file that the writing command (`made_by`) leaves in the folder.
+    """
     import datasets
 
     path = Path(path)
-    if not (path / "dataset_dict.json").is_file():
-        raise ValueError(f"{path} is not a prepared dataset (run `neurorvq prepare` first)")
+    if not (path / marker).is_file():
+        raise ValueError(f"{path} is not a dataset written by `{made_by}` (no {marker}): run it first")
     dataset = datasets.load_from_disk(str(path))
     if split is not None:
         if split not in dataset:
             raise ValueError(f"{path} has no split {split!r} (splits: {list(dataset)})")
         dataset = dataset[split]
-    return dataset.with_format("numpy", columns=["input_values", "valid_samples"], output_all_columns=True)
+    return dataset.with_format("numpy", columns=numpy_columns, output_all_columns=True)
+
+
+def load_prepared(path: str | Path, split: str | None = None):
+    """The prepared `DatasetDict` (or one split of it), formatted as numpy."""
+    return load_split(path, split, "prepare_manifest.json", "neurorvq prepare", ["input_values", "valid_samples"])
 
 
 class ShapeBucketBatchSampler(torch.utils.data.Sampler):

@@ -324,7 +324,7 @@ class NeuroRVQFeatureExtractor(FeatureExtractionMixin):
             if path.suffix.lower() == ".txt":
                 yield self._load_text(path, channel_names, sampling_rate)
                 return
-            item = _read_raw(path)
+            item = read_recording(path)
             source = f"file {path}"
         elif isinstance(item, mne.io.BaseRaw):
             source = "Raw"
@@ -388,12 +388,12 @@ class NeuroRVQFeatureExtractor(FeatureExtractionMixin):
         if not path.is_file():
             raise ValueError(f"EEG file not found: {path}")
         if sampling_rate is None:
-            found = _RATE_IN_NAME.findall(path.name)
-            if not found:
+            rate = rate_from_file_name(path)
+            if rate is None:
                 raise ValueError(
                     f"no sampling rate for {path}: pass sampling_rate or put it in the file name (e.g. '_200Hz')"
                 )
-            sampling_rate = _check_rate(float(found[-1]))
+            sampling_rate = _check_rate(rate)
         try:
             x = np.loadtxt(path, dtype=np.float64, ndmin=2).T  # [T, C] in the file -> [C, T]
         except Exception as err:
@@ -432,9 +432,17 @@ def _eeg_picks(names: list[str], types: list[str], bads: list[str]) -> list[int]
     ]
 
 
-def _read_raw(path: Path):
+def rate_from_file_name(path: str | os.PathLike) -> float | None:
+    """The sampling rate written in a file name as `NNNHz` (the last one), or None."""
+    found = _RATE_IN_NAME.findall(Path(path).name)
+    return float(found[-1]) if found else None
+
+
+def read_recording(path: str | os.PathLike):
+    """`mne.io.read_raw(path, preload=True)` with a `ValueError` naming the file when it is missing or unreadable."""
     import mne
 
+    path = Path(path)
     if not path.is_file():
         raise ValueError(f"EEG file not found: {path}")
     try:

@@ -593,6 +593,9 @@ class NeuroRVQTokenizer(NeuroRVQPreTrainedModel):
     def decode_spectrum(self, codes: torch.Tensor, channel_names, patch_mask: torch.Tensor | None = None) -> NeuroRVQSpectrumOutput:
         """Codes [B, S, K', C, A] -> the decoder's z-scored log-amplitude and phase, each [B, C, A, patch_size]."""
         self._check_codes(codes)
+        return self._decode_spectrum(codes, channel_names, patch_mask)
+
+    def _decode_spectrum(self, codes: torch.Tensor, channel_names, patch_mask) -> NeuroRVQSpectrumOutput:
         batch, num_scales, _, channels, num_patches = codes.shape
         channel_indices = self.channel_indices(channel_names, batch, channels)
         codes = codes.to(self.device)
@@ -659,7 +662,7 @@ class NeuroRVQTokenizer(NeuroRVQPreTrainedModel):
         batch, channels, num_patches = codes.shape[0], codes.shape[3], codes.shape[4]
         mean, std = self._token_statistics(batch, channels, num_patches, log_amplitude_mean, log_amplitude_std,
                                            scale_codes)
-        spectrum = self.decode_spectrum(codes, channel_names, patch_mask)
+        spectrum = self._decode_spectrum(codes, channel_names, patch_mask)  # codes checked above
         flat = [rearrange(t, "b c a p -> b (c a) p").float() for t in spectrum.values()]
         signal = spectrum_to_signal(*flat, mean, std, normalize_phase=normalize_phase)
         return rearrange(signal, "b (c a) p -> b c (a p)", c=channels)

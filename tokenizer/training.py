@@ -212,6 +212,15 @@ def _save_checkpoint(accelerator, output_dir: Path, state: TrainerState, keep: i
             shutil.rmtree(old, ignore_errors=True)
 
 
+def build_model(model_class, config, init_from=None, seed: int = 0):
+    """`model_class` from a pretrained folder (`init_from`), else freshly seeded from a config object or JSON path."""
+    if init_from is not None:
+        return model_class.from_pretrained(init_from)
+    config_class = model_class.config_class
+    torch.manual_seed(seed)
+    return model_class(config if isinstance(config, config_class) else config_class.from_json_file(str(config)))
+
+
 # ----------------------------------------------------------------------------------------------------
 # The tokenizer's use of the core
 # ----------------------------------------------------------------------------------------------------
@@ -255,7 +264,6 @@ def validation_loss(model, dataset, batch_size: int = 16, max_batches: int | Non
 def train_tokenizer(config, data_dir: str | Path, args: TrainingArguments, init_from: str | Path | None = None,
                     eval_batches: int | None = 8):
     """Train a [`NeuroRVQTokenizer`] on a prepared dataset (`neurorvq prepare`); returns (model, state)."""
-    from .configuration_neurorvq import NeuroRVQConfig
     from .data import ShapeBucketBatchSampler, collate_windows, load_prepared, window_shapes
     from .modeling_neurorvq import NeuroRVQTokenizer
 
@@ -263,11 +271,7 @@ def train_tokenizer(config, data_dir: str | Path, args: TrainingArguments, init_
     validation_set = load_prepared(data_dir, "validation")
     if len(train_set) == 0:
         raise ValueError(f"{data_dir} has no training window")
-    if init_from is not None:
-        model = NeuroRVQTokenizer.from_pretrained(init_from)
-    else:
-        torch.manual_seed(args.seed)
-        model = NeuroRVQTokenizer(config if isinstance(config, NeuroRVQConfig) else NeuroRVQConfig.from_json_file(str(config)))
+    model = build_model(NeuroRVQTokenizer, config, init_from, args.seed)
     sampler = ShapeBucketBatchSampler(window_shapes(train_set), args.batch_size, shuffle=True, seed=args.seed)
     loader = torch.utils.data.DataLoader(train_set, batch_sampler=sampler, collate_fn=collate_windows,
                                          num_workers=args.num_workers)
