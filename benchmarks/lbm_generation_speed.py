@@ -47,7 +47,7 @@ def main() -> None:
                   for name in ("small-depthwise", "small-flattened")}
     rows = []
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, 19-channel 10-20 montage")
-    print(f"| model | layout | cache | positions/s | real-time factor |\n|---|---|---|---|---|")
+    print("| model | layout | cache | positions/s | real-time factor |\n|---|---|---|---|---|")
     for name, model in models.items():
         model.eval()
         for use_cache in (True, False):

@@ -2,7 +2,7 @@
 
     python benchmarks/quantizer_ablation.py --data PREPARED --output runs/ablation [--steps 400]
 
-Trains configs/tokenizer/small.json four times, switching `quantizer_type` (official | standard, the latter with
+Trains configs/tokenizer/small-released.json (the released design) four times, switching `quantizer_type` (official | standard, the latter with
 dead-code restart) and `amplitude_side_information` (window_statistics | scale_tokens), then evaluates each on the
 validation split (z-scored MSE, PCC, band NMSE, codebook usage) and prints a markdown table. Runs one variant per
 invocation with --only NAME (to spread them over processes), or all in sequence.
@@ -21,7 +21,7 @@ from neurorvq.tokenizer.data import load_prepared
 from neurorvq.tokenizer.evaluation import evaluate_tokenizer
 from neurorvq.tokenizer.training import TrainingArguments, train_tokenizer
 
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "tokenizer" / "small.json"
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "tokenizer" / "small-released.json"
 VARIANTS = {
     "official": ("official", "window_statistics"),
     "official-scale": ("official", "scale_tokens"),

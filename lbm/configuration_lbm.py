@@ -34,6 +34,10 @@ class LBMConfig(PretrainedConfig):
         max_patches (`int`): rows of the time embedding; time ids (patch index relative to the start of the
             context window) must be < max_patches.
         depth_hidden_size (`int`), depth_layers (`int`), depth_heads (`int`): the depth transformer (`depthwise` only).
+        depth_neighbours (`bool`): `depthwise` only: the depth step that predicts stream m of position (a, c) also
+            reads stream m's codes at the previous channel (a, c - 1) and one second earlier (a - 1, c), each through
+            its own linear map of the code embedding. The main transformer sees earlier positions only as sums of
+            their M stream embeddings; these direct inputs hand each stream its own nearest context.
         layer_norm_eps (`float`): LayerNorm epsilon.
         initializer_range (`float`): std of the normal initialisation (residual projections are scaled down
             by sqrt(2 * layers), GPT-2 style).
@@ -61,6 +65,7 @@ class LBMConfig(PretrainedConfig):
         depth_hidden_size: int = 128,
         depth_layers: int = 2,
         depth_heads: int = 4,
+        depth_neighbours: bool = True,
         layer_norm_eps: float = 1e-5,
         initializer_range: float = 0.02,
         tokenizer_name_or_path: str | None = None,
@@ -83,6 +88,7 @@ class LBMConfig(PretrainedConfig):
         self.depth_hidden_size = depth_hidden_size
         self.depth_layers = depth_layers
         self.depth_heads = depth_heads
+        self.depth_neighbours = depth_neighbours
         self.layer_norm_eps = layer_norm_eps
         self.initializer_range = initializer_range
         self.tokenizer_name_or_path = tokenizer_name_or_path

@@ -81,7 +81,8 @@ def tokenize_dataset(data_dir: str | Path, tokenizer, output_dir: str | Path, ba
     })
     with torch.no_grad():
         coded = datasets.DatasetDict({
-            name: split.map(
+            # an empty split (no validation subject) maps to nothing: give it the code columns all the same
+            name: datasets.Dataset.from_dict({k: [] for k in features}, features=features) if len(split) == 0 else split.map(
                 encode_batch, batched=True, batch_size=batch_size, features=features,
                 remove_columns=["input_values", "valid_samples", "source_sampling_rate", "start_seconds"],
                 new_fingerprint=f"{fingerprint[:32]}-{name}", desc=f"tokenizing {name}", load_from_cache_file=False,
@@ -90,7 +91,7 @@ def tokenize_dataset(data_dir: str | Path, tokenizer, output_dir: str | Path, ba
             for name, split in prepared.items()
         })
     output_dir.mkdir(parents=True, exist_ok=True)
-    coded.save_to_disk(str(output_dir))
+    coded.save_to_disk(str(output_dir), num_shards={name: 1 for name, split in coded.items() if len(split) == 0})
     manifest = {"fingerprint": fingerprint, "windows": {k: len(v) for k, v in coded.items()},
                 "tokenizer": getattr(tokenizer, "name_or_path", ""), "codebook_size": tokenizer.config.codebook_size,
                 "num_scales": tokenizer.config.num_scales, "num_quantizers": tokenizer.config.num_quantizers,
@@ -123,12 +124,15 @@ def code_shapes(dataset) -> list[tuple[int, int]]:
                     pc.list_value_length(pc.list_element(stage, 0)).to_pylist()))
 
 
-def collate_codes(rows: list[dict], max_positions: int | None = None, max_patches: int | None = None) -> dict:
+def collate_codes(rows: list[dict], max_positions: int | None = None, max_patches: int | None = None,
+                  generator: torch.Generator | None = None) -> dict:
     """Code windows of one shape -> LBM inputs: `positions` [B, P, M], `channel_ids`/`time_ids`/`position_mask` [B, P].
 
     With `max_positions` (and `max_patches`, the time-embedding size), longer windows are cropped to a random run
-    of whole real patches (time ids re-based to 0), the same run for the whole batch; the crop draws from torch's
-    global RNG.
+    of whole real patches (time ids re-based to 0), the same run for the whole batch. The crop draws from
+    `generator`; else from a generator seeded by the rows' `crop_seed` (set per batch by `code_loader`, so that
+    crops do not depend on the global RNG nor on how far the DataLoader prefetched: exact resume); else from
+    torch's global RNG.
     """
     codes = torch.as_tensor(np.stack([np.asarray(r["codes"], dtype=np.int64) for r in rows]))
     scales = np.stack([np.asarray(r["scale_codes"], dtype=np.int64) for r in rows])
@@ -146,7 +150,9 @@ def collate_codes(rows: list[dict], max_positions: int | None = None, max_patche
         patches = min(patches, max_patches)
     if patches < num_patches:
         last_start = max(0, min(num_patches - patches, int(valid.min()) - patches))  # crops hold real patches
-        start = int(torch.randint(0, last_start + 1, (1,)))
+        if generator is None and rows and "crop_seed" in rows[0]:
+            generator = torch.Generator().manual_seed(int(rows[0]["crop_seed"]))
+        start = int(torch.randint(0, last_start + 1, (1,), generator=generator))
         keep = slice(start * num_channels, (start + patches) * num_channels)
         positions, channel_ids, position_mask = positions[:, keep], channel_ids[:, keep], position_mask[:, keep]
         time_ids = time_ids[:, keep] - start
@@ -154,13 +160,72 @@ def collate_codes(rows: list[dict], max_positions: int | None = None, max_patche
             "num_channels": num_channels}
 
 
+class SeededBatchSampler(torch.utils.data.Sampler):
+    """A batch sampler whose batches carry a seed: yields `[(index, batch_seed), ...]`.
+
+    The seed is a function of (seed, epoch, position of the batch in the epoch) only, so the random crop of a
+    batch is the same whether the epoch ran through or was resumed after `skip_first_batches`.
+    """
+
+    def __init__(self, batch_sampler: ShapeBucketBatchSampler):
+        self.batch_sampler = batch_sampler
+
+    @property
+    def epoch(self) -> int:
+        return self.batch_sampler.epoch
+
+    @property
+    def batch_size(self) -> int:
+        return self.batch_sampler.batch_size
+
+    @property
+    def drop_last(self) -> bool:
+        return self.batch_sampler.drop_last
+
+    def set_epoch(self, epoch: int) -> None:
+        self.batch_sampler.set_epoch(epoch)
+
+    def __iter__(self):
+        base = (self.batch_sampler.seed * 1_000_003 + self.batch_sampler.epoch) * 1_000_003
+        for position, batch in enumerate(self.batch_sampler):
+            batch_seed = (base + position) % (2**63)
+            yield [(index, batch_seed) for index in batch]
+
+    def __len__(self) -> int:
+        return len(self.batch_sampler)
+
+
+class _SeededRows(torch.utils.data.Dataset):
+    """Rows of a dataset looked up by `(index, batch_seed)` keys; each row gets the batch's `crop_seed`."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key):
+        index, batch_seed = key
+        return {**self.dataset[int(index)], "crop_seed": batch_seed}
+
+    def __getitems__(self, keys):
+        indices = [int(index) for index, _ in keys]
+        rows = self.dataset.__getitems__(indices) if hasattr(self.dataset, "__getitems__") else \
+            [self.dataset[i] for i in indices]
+        return [{**row, "crop_seed": batch_seed} for row, (_, batch_seed) in zip(rows, keys)]
+
+
 def code_loader(dataset, batch_size: int, shuffle: bool, seed: int = 0, num_workers: int = 0,
                 max_positions: int | None = None, max_patches: int | None = None):
-    """Shape-bucketed batches of code windows (see `collate_codes`)."""
+    """Shape-bucketed batches of code windows (see `collate_codes`).
+
+    Neither the crops nor the creation of an iterator draw from torch's global RNG (exact training resume).
+    """
     from functools import partial
 
-    sampler = ShapeBucketBatchSampler(code_shapes(dataset), batch_size, shuffle=shuffle, seed=seed)
-    return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers,
+    sampler = SeededBatchSampler(ShapeBucketBatchSampler(code_shapes(dataset), batch_size, shuffle=shuffle, seed=seed))
+    return torch.utils.data.DataLoader(_SeededRows(dataset), batch_sampler=sampler, num_workers=num_workers,
+                                       generator=torch.Generator().manual_seed(seed),
                                        collate_fn=partial(collate_codes, max_positions=max_positions, max_patches=max_patches))
 
 

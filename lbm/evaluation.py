@@ -30,17 +30,17 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
-from scipy import optimize
 from scipy import signal as scipy_signal
 
-from ..tokenizer.evaluation import BANDS, SAMPLING_RATE
+from ..tokenizer.evaluation import BANDS, SAMPLING_RATE, seam_ratio
 from .layout import codes_to_positions
 
 WELCH_NPERSEG = 200  # samples: 1-s Hann windows, 1 Hz resolution at 200 Hz
 SLOPE_RANGE = (2.0, 40.0)  # Hz, range of the log-log fit of `spectral_slope`
 SEGMENT_SECONDS = 4.0  # length of the channel segments the two-sample classifier sees
 POWER_FLOOR = 1e-20  # µV^2 (or µV^2/Hz): keeps the log of a flat channel finite
-FEATURE_NAMES = [f"log_relative_{band}" for band in BANDS] + ["spectral_slope", "log_total_power"]
+FEATURE_NAMES = ([f"log_relative_{band}" for band in BANDS]
+                 + ["spectral_slope", "log_total_power", "log_total_power_spread", "mean_abs_channel_correlation"])
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -158,31 +158,138 @@ def unigram_nll(train_rows: Iterable[dict], validation_rows: Iterable[dict], str
     return _nll_summary(bits, codes)
 
 
-def bigram_nll(train_rows: Iterable[dict], validation_rows: Iterable[dict], stream_vocab_sizes: Sequence[int]) -> dict:
-    """Add-one bigram baseline: per stream, P(code(a, c) | code(a - 1, c)) of the same stream and channel.
-
-    The first patch of every validation window is scored with the (add-one) unigram. Same arguments and
-    result keys as [`unigram_nll`].
-    """
-    sizes = np.asarray(stream_vocab_sizes, dtype=np.int64)
-    counts, transitions = _fit_counts(train_rows, sizes, pairs=True)
-    unigram, unigram_offsets = _unigram_log2_probs(counts), counts.offsets
-    pairs, pair_offsets = transitions.counts, transitions.offsets
-    # add-one denominators: count of each previous code as a previous code, + V
-    row_totals = np.concatenate([pairs[o: o + v * v].reshape(v, v).sum(1) for o, v in zip(pair_offsets, sizes)])
-    log2_denominators = np.log2(row_totals + np.repeat(sizes, sizes))
-    bits, codes = np.zeros(len(sizes)), np.zeros(len(sizes), dtype=np.int64)
-    for row in validation_rows:
+def _stream_arrays(rows: Iterable[dict], sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every real position of `rows` as arrays [N, M]: its codes, the same stream's code one second earlier on the
+    same channel (`previous_second`) and on the previous channel of the same second (`previous_channel`); -1
+    where there is none (first patch of a window, first channel of a patch)."""
+    codes, previous_second, previous_channel = [], [], []
+    for row in rows:
         streams = _checked_streams(row, sizes)  # [A, C, M]
         if not len(streams):
             continue
-        bits -= unigram[unigram_offsets + streams[0]].sum(0)
-        previous, following = streams[:-1], streams[1:]
-        counts = pairs[pair_offsets + previous * sizes + following]
-        log2_probs = np.log2(counts + 1.0) - log2_denominators[unigram_offsets + previous]
-        bits -= log2_probs.reshape(-1, len(sizes)).sum(0)
-        codes += streams.shape[0] * streams.shape[1]
-    return _nll_summary(bits, codes)
+        none = np.full_like(streams[:1], -1)
+        codes.append(streams.reshape(-1, len(sizes)))
+        previous_second.append(np.concatenate((none, streams[:-1])).reshape(-1, len(sizes)))
+        previous_channel.append(np.concatenate((none[:, :1].repeat(len(streams), 0), streams[:, :-1]), 1)
+                                .reshape(-1, len(sizes)))
+    if not codes:
+        empty = np.zeros((0, len(sizes)), dtype=np.int64)
+        return empty, empty, empty
+    return np.concatenate(codes), np.concatenate(previous_second), np.concatenate(previous_channel)
+
+
+class _CountModel:
+    """Per-stream code counts, unconditional and conditioned on a context code of the same stream."""
+
+    def __init__(self, codes: np.ndarray, contexts: dict[str, np.ndarray], sizes: np.ndarray):
+        self.sizes = sizes
+        self.offsets = np.cumsum(sizes) - sizes  # stream m's codes start at offsets[m]
+        self.pair_offsets = np.cumsum(sizes ** 2) - sizes ** 2
+        self.unigram = np.bincount((self.offsets + codes).ravel(), minlength=int(sizes.sum())).astype(np.float64)
+        self.pairs, self.context_totals = {}, {}
+        for name, context in contexts.items():
+            seen = context >= 0
+            index = (self.pair_offsets + np.maximum(context, 0) * sizes + codes)[seen]
+            self.pairs[name] = np.bincount(index, minlength=int((sizes ** 2).sum())).astype(np.float64)
+            self.context_totals[name] = np.bincount((self.offsets + np.maximum(context, 0))[seen],
+                                                    minlength=int(sizes.sum())).astype(np.float64)
+
+    def unigram_probability(self, codes: np.ndarray) -> np.ndarray:
+        """Add-one unigram p(code) [N, M]."""
+        totals = np.add.reduceat(self.unigram, self.offsets)
+        return (self.unigram[self.offsets + codes] + 1.0) / (totals + self.sizes)
+
+    def conditional_probability(self, name: str, codes: np.ndarray, context: np.ndarray, add: float) -> np.ndarray:
+        """p(code | context code) [N, M] with add-`add` smoothing (NaN where there is no context)."""
+        safe = np.maximum(context, 0)
+        count = self.pairs[name][self.pair_offsets + safe * self.sizes + codes]
+        total = self.context_totals[name][self.offsets + safe]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            probability = (count + add) / (total + add * self.sizes)
+        return np.where(context >= 0, probability, np.nan)
+
+
+def _mixture_weights(candidates: np.ndarray, iterations: int = 50) -> np.ndarray:
+    """EM weights of a mixture of fixed predictors: candidates [N, J] (probabilities of the observed codes,
+    NaN = predictor unavailable, then its weight is shared among the others) -> weights [J]."""
+    weights = np.full(candidates.shape[1], 1.0 / candidates.shape[1])
+    available = ~np.isnan(candidates)
+    values = np.nan_to_num(candidates)
+    for _ in range(iterations):
+        joint = values * weights * available
+        responsibility = joint / joint.sum(1, keepdims=True).clip(min=1e-300)
+        weights = responsibility.sum(0) / len(responsibility)
+    return weights
+
+
+def _mixture_probability(candidates: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    available = ~np.isnan(candidates)
+    scale = (weights * available).sum(1)
+    return (np.nan_to_num(candidates) * weights * available).sum(1) / scale
+
+
+def count_baselines(train_rows: Iterable[dict], validation_rows: Iterable[dict], stream_vocab_sizes: Sequence[int],
+                    heldout_fraction: float = 0.1) -> dict:
+    """The count models an LBM must beat, fitted on train rows and scored on validation rows:
+
+    - `unigram`: add-one p(code) per stream;
+    - `previous_channel`: add-one p(code | the same stream's code on the previous channel of the same second);
+    - `previous_second`: add-one p(code | the same stream's code on the same channel one second earlier);
+    - `interpolated`: per stream, a mixture of the unigram and the two conditional models (maximum-likelihood
+      counts, so a pair seen often dominates), its weights fitted by EM on the last `heldout_fraction` of the
+      train rows with counts from the rest, then applied with counts from all train rows.
+
+    A position without a context (first channel or first second) is scored by the unigram in the conditional
+    models and by the available predictors in the mixture. Each result has the keys of [`unigram_nll`].
+    """
+    sizes = np.asarray(stream_vocab_sizes, dtype=np.int64)
+    train_rows = list(train_rows)
+    codes, previous_second, previous_channel = _stream_arrays(train_rows, sizes)
+    validation = _stream_arrays(validation_rows, sizes)
+    if not len(validation[0]):
+        raise ValueError("no real validation patch to score")
+
+    def predictors(model: _CountModel, arrays) -> list[np.ndarray]:
+        target, second, channel = arrays
+        return [model.unigram_probability(target), model.conditional_probability("previous_channel", target, channel, 0.0),
+                model.conditional_probability("previous_second", target, second, 0.0)]
+
+    # mixture weights on held-out train rows, per stream
+    split = max(1, int(round(len(train_rows) * (1 - heldout_fraction))))
+    fit_arrays, heldout_arrays = _stream_arrays(train_rows[:split], sizes), _stream_arrays(train_rows[split:], sizes)
+    fit_model = _CountModel(fit_arrays[0], {"previous_channel": fit_arrays[2], "previous_second": fit_arrays[1]}, sizes)
+    heldout = np.stack(predictors(fit_model, heldout_arrays), -1) if len(heldout_arrays[0]) else None
+    weights = np.array([_mixture_weights(heldout[:, m]) if heldout is not None else np.full(3, 1 / 3)
+                        for m in range(len(sizes))])  # [M, 3]
+
+    model = _CountModel(codes, {"previous_channel": previous_channel, "previous_second": previous_second}, sizes)
+    target, second, channel = validation
+    unigram = model.unigram_probability(target)
+    results = {"unigram": unigram}
+    for name, context in (("previous_channel", channel), ("previous_second", second)):
+        conditional = model.conditional_probability(name, target, context, 1.0)
+        results[name] = np.where(np.isnan(conditional), unigram, conditional)
+    candidates = np.stack(predictors(model, validation), -1)  # [N, M, 3]
+    results["interpolated"] = np.stack([_mixture_probability(candidates[:, m], weights[m]) for m in range(len(sizes))], 1)
+    counts = np.full(len(sizes), len(target), dtype=np.int64)
+    summary = {name: _nll_summary(-np.log2(p).sum(0), counts) for name, p in results.items()}
+    summary["interpolated"]["weights"] = weights.tolist()
+    return summary
+
+
+def bigram_nll(train_rows: Iterable[dict], validation_rows: Iterable[dict], stream_vocab_sizes: Sequence[int]) -> dict:
+    """Add-one bigram baseline: per stream, P(code(a, c) | code(a - 1, c)) of the same stream and channel (the
+    `previous_second` model of [`count_baselines`]). The first patch of every validation window is scored with
+    the (add-one) unigram. Same arguments and result keys as [`unigram_nll`]."""
+    sizes = np.asarray(stream_vocab_sizes, dtype=np.int64)
+    codes, previous_second, _ = _stream_arrays(train_rows, sizes)
+    target, second, _ = _stream_arrays(validation_rows, sizes)
+    if not len(target):
+        raise ValueError("no real validation patch to score")
+    model = _CountModel(codes, {"previous_second": previous_second}, sizes)
+    conditional = model.conditional_probability("previous_second", target, second, 1.0)
+    probability = np.where(np.isnan(conditional), model.unigram_probability(target), conditional)
+    return _nll_summary(-np.log2(probability).sum(0), np.full(len(sizes), len(target), dtype=np.int64))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -266,92 +373,73 @@ def channel_segments(items: Iterable[Any], seconds: float = SEGMENT_SECONDS) -> 
 
 
 def segment_features(segments: np.ndarray) -> np.ndarray:
-    """Classifier features of channel segments `[N, T]`: `[N, 7]` (`FEATURE_NAMES`) = log10 relative band
-    powers (band / sum of the 5 bands), spectral slope, log10 total power (sum of the 5 bands, µV^2)."""
+    """Spectral features of channel segments `[N, T]`: `[N, 7]` = log10 relative band powers (band / sum of the
+    5 bands), spectral slope, log10 total power (sum of the 5 bands, µV^2)."""
     frequencies, psd = welch_psd(segments)
     powers = np.maximum(_band_powers_from_psd(frequencies, psd), POWER_FLOOR)
     total = powers.sum(-1, keepdims=True)
     return np.concatenate([np.log10(powers / total), _slope_from_psd(frequencies, psd)[:, None], np.log10(total)], -1)
 
 
-def _fit_logistic(features: np.ndarray, labels: np.ndarray, l2: float) -> np.ndarray:
-    """L2-regularised logistic regression (bias not penalised) by L-BFGS: weights [D + 1], bias last.
-
-    Minimises mean log-loss + l2 / 2 * |w|^2 on (already standardised) features [N, D], labels {0, 1} [N].
-    """
-    design = np.hstack([features, np.ones((len(features), 1))])
-    signs = 2.0 * labels - 1.0
-
-    def loss_and_grad(w):
-        margins = signs * (design @ w)
-        loss = np.logaddexp(0.0, -margins).mean() + 0.5 * l2 * (w[:-1] @ w[:-1])
-        grad = design.T @ (-signs * _sigmoid(-margins)) / len(design)
-        grad[:-1] += l2 * w[:-1]
-        return loss, grad
-
-    result = optimize.minimize(loss_and_grad, np.zeros(design.shape[1]), jac=True, method="L-BFGS-B")
-    return result.x
+def mean_abs_correlation(x: Any) -> float:
+    """Mean |Pearson r| over the channel pairs of one item `[C, T]` (NaN with fewer than two live channels)."""
+    x = _as_signal(x)
+    x = x[x.std(-1) > 1e-9]
+    if len(x) < 2:
+        return float("nan")
+    r = np.corrcoef(x)
+    return float(np.abs(r[np.triu_indices(len(x), 1)]).mean())
 
 
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + np.tanh(0.5 * z))
+def item_segments(items: Iterable[Any], seconds: float = SEGMENT_SECONDS) -> tuple[list[np.ndarray], np.ndarray]:
+    """Every item cut into non-overlapping multichannel segments `[C, seconds * 200]`; (segments, item index)."""
+    length = int(round(seconds * SAMPLING_RATE))
+    segments, owners = [], []
+    for index, item in enumerate(items):
+        x = _as_signal(item)
+        for start in range(0, x.shape[-1] - length + 1, length):
+            segments.append(x[:, start:start + length])
+            owners.append(index)
+    return segments, np.asarray(owners, dtype=np.int64)
 
 
-def _stratified_folds(labels: np.ndarray, groups: np.ndarray, folds: int, rng: np.random.Generator) -> list[np.ndarray]:
-    """Indices of each held-out fold: per class, whole groups (items) are dealt to the folds, so a fold never
-    shares an item with its training set; a class with fewer groups than folds is split by segment."""
-    held_out = [[] for _ in range(folds)]
-    for value in (0, 1):
-        members = np.flatnonzero(labels == value)
-        names = np.unique(groups[members])
-        if len(names) >= folds:
-            for fold, chosen in enumerate(np.array_split(rng.permutation(names), folds)):
-                held_out[fold].append(members[np.isin(groups[members], chosen)])
-        else:
-            for fold, chosen in enumerate(np.array_split(rng.permutation(members), folds)):
-                held_out[fold].append(chosen)
-    return [np.concatenate(parts) for parts in held_out]
-
-
-def cross_validated_accuracy(features: np.ndarray, labels: np.ndarray, groups: np.ndarray | None = None,
-                             folds: int = 5, l2: float = 1e-2, seed: int = 0) -> tuple[float, float]:
-    """k-fold held-out accuracy of a logistic regression: (mean, std over folds).
-
-    Features [N, D] are standardised with each training fold's mean and std; labels {0, 1} [N]; `groups`
-    [N] (e.g. the item of each segment) are kept whole within a fold (see `_stratified_folds`).
-    """
-    rng = np.random.default_rng(seed)
-    groups = np.arange(len(labels)) if groups is None else np.asarray(groups)
-    accuracies = []
-    for held_out in _stratified_folds(labels, groups, folds, rng):
-        train = np.setdiff1d(np.arange(len(labels)), held_out)
-        mean, std = features[train].mean(0), features[train].std(0) + 1e-12
-        w = _fit_logistic((features[train] - mean) / std, labels[train], l2)
-        scores = (features[held_out] - mean) / std @ w[:-1] + w[-1]
-        accuracies.append(float(((scores > 0) == (labels[held_out] == 1)).mean()))
-    return float(np.mean(accuracies)), float(np.std(accuracies))
+def multichannel_features(segment: np.ndarray) -> np.ndarray:
+    """Classifier features of one multichannel segment `[C, T]`: `FEATURE_NAMES` = the channel mean of the 7
+    `segment_features`, the spread (std over channels) of log10 total power, and the mean |inter-channel r|."""
+    per_channel = segment_features(segment)
+    correlation = mean_abs_correlation(segment) if len(segment) > 1 else 0.0
+    return np.concatenate([per_channel.mean(0), [per_channel[:, -1].std(), np.nan_to_num(correlation)]])
 
 
 def two_sample_accuracy(synthetic: Iterable[Any], real: Iterable[Any], folds: int = 5, seed: int = 0) -> dict:
-    """How well a classifier tells synthetic from real 4-s channel segments (`segment_features`).
+    """How well a classifier tells synthetic from real 4-s multichannel segments (`multichannel_features`).
 
-    Classes are balanced by subsampling the larger one; folds keep each item's segments together (when
-    each class has at least `folds` items), so the score measures the process, not memorised items.
-    Returns `accuracy` (mean held-out accuracy over `folds`, 0.5 = indistinguishable), `accuracy_std`,
-    `n_segments_per_class`, `folds`. With fewer segments per class than folds the accuracy is NaN.
+    scikit-learn's logistic regression (standardised features) with `StratifiedGroupKFold`: each item's segments
+    stay in one fold, so the score measures the process, not memorised items. Classes are balanced by subsampling
+    the larger one. Returns `accuracy` (mean held-out accuracy, 0.5 = indistinguishable), `accuracy_std`,
+    `n_segments_per_class`, `folds`; NaN accuracy when either class has fewer segments than folds.
     """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedGroupKFold, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
     rng = np.random.default_rng(seed)
-    (synthetic_segments, synthetic_items), (real_segments, real_items) = channel_segments(synthetic), channel_segments(real)
+    (synthetic_segments, synthetic_items), (real_segments, real_items) = item_segments(synthetic), item_segments(real)
     n = min(len(synthetic_segments), len(real_segments))
     result = {"accuracy": float("nan"), "accuracy_std": float("nan"), "n_segments_per_class": n, "folds": folds}
     if n < folds:
         return result
     keep_synthetic = np.sort(rng.choice(len(synthetic_segments), n, replace=False))
     keep_real = np.sort(rng.choice(len(real_segments), n, replace=False))
-    features = segment_features(np.concatenate([synthetic_segments[keep_synthetic], real_segments[keep_real]]))
+    segments = [synthetic_segments[i] for i in keep_synthetic] + [real_segments[i] for i in keep_real]
+    features = np.stack([multichannel_features(segment) for segment in segments])
     labels = np.repeat([1, 0], n)  # 1 = synthetic
-    groups = np.concatenate([synthetic_items[keep_synthetic], real_items[keep_real]])
-    result["accuracy"], result["accuracy_std"] = cross_validated_accuracy(features, labels, groups, folds, seed=seed)
+    groups = np.concatenate([synthetic_items[keep_synthetic], real_items[keep_real] + len(synthetic_items) + 1])
+    classifier = make_pipeline(StandardScaler(), LogisticRegression(C=10.0, max_iter=1000))
+    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    scores = cross_val_score(classifier, features, labels, groups=groups, cv=splitter)
+    result["accuracy"], result["accuracy_std"] = float(scores.mean()), float(scores.std())
     return result
 
 
@@ -375,7 +463,10 @@ def realism_report(synthetic: Sequence[Any], real: Sequence[Any], folds: int = 5
             dB re 1 µV^2) and `difference_db` (synthetic - real);
         `slope`: `synthetic_mean`, `synthetic_std`, `real_mean`, `real_std` of the per-channel 2-40 Hz
             log-log slope;
-        `classifier`: [`two_sample_accuracy`] on 4-s channel segments;
+        `amplitude`: median channel std (µV) of each and their `ratio` (synthetic / real);
+        `correlation`: mean |inter-channel r| of each (mean over items);
+        `seam`: median `seam_ratio` over items of each (squared steps across 1-s boundaries / within);
+        `classifier`: [`two_sample_accuracy`] on 4-s multichannel segments;
         `n_items`, `n_channels`: per class.
     """
     synthetic_db, real_db = _pooled(synthetic, band_powers), _pooled(real, band_powers)
@@ -385,7 +476,16 @@ def realism_report(synthetic: Sequence[Any], real: Sequence[Any], folds: int = 5
              for i, band in enumerate(BANDS)}
     slope = {"synthetic_mean": float(synthetic_slope.mean()), "synthetic_std": float(synthetic_slope.std()),
              "real_mean": float(real_slope.mean()), "real_std": float(real_slope.std())}
-    return {"bands": bands, "slope": slope, "classifier": two_sample_accuracy(synthetic, real, folds, seed),
+    synthetic_std = float(np.median(_pooled(synthetic, lambda x: _as_signal(x).std(-1))))
+    real_std = float(np.median(_pooled(real, lambda x: _as_signal(x).std(-1))))
+    correlation = {name: float(np.nanmean([mean_abs_correlation(x) for x in items]))
+                   for name, items in (("synthetic", synthetic), ("real", real))}
+    seam = {name: float(np.nanmedian([seam_ratio(_as_signal(x), SAMPLING_RATE) for x in items]))
+            for name, items in (("synthetic", synthetic), ("real", real))}
+    return {"bands": bands, "slope": slope,
+            "amplitude": {"synthetic_std": synthetic_std, "real_std": real_std, "ratio": synthetic_std / real_std},
+            "correlation": correlation, "seam": seam,
+            "classifier": two_sample_accuracy(synthetic, real, folds, seed),
             "n_items": {"synthetic": len(synthetic), "real": len(real)},
             "n_channels": {"synthetic": len(synthetic_db), "real": len(real_db)}}
 
@@ -400,6 +500,12 @@ def format_realism(report: dict) -> str:
     s = report["slope"]
     lines.append(f"| spectral slope 2-40 Hz | {s['synthetic_mean']:.2f} ± {s['synthetic_std']:.2f} "
                  f"| {s['real_mean']:.2f} ± {s['real_std']:.2f} | {s['synthetic_mean'] - s['real_mean']:+.2f} |")
+    a = report["amplitude"]
+    lines.append(f"| median channel std (µV) | {a['synthetic_std']:.2f} | {a['real_std']:.2f} | ratio {a['ratio']:.2f} |")
+    r = report["correlation"]
+    lines.append(f"| mean abs inter-channel r | {r['synthetic']:.3f} | {r['real']:.3f} | {r['synthetic'] - r['real']:+.3f} |")
+    m = report["seam"]
+    lines.append(f"| seam ratio (1-s boundaries / within) | {m['synthetic']:.2f} | {m['real']:.2f} | |")
     c = report["classifier"]
     lines.append(f"| two-sample accuracy ({c['folds']}-fold, 0.5 = indistinguishable) | "
                  f"{c['n_segments_per_class']} segments | {c['n_segments_per_class']} segments "
@@ -480,7 +586,10 @@ __all__ = [
     "band_powers",
     "bigram_nll",
     "channel_segments",
-    "cross_validated_accuracy",
+    "count_baselines",
+    "item_segments",
+    "mean_abs_correlation",
+    "multichannel_features",
     "format_realism",
     "plot_realism",
     "realism_report",
@@ -504,48 +613,145 @@ STANDARD_1020 = ["fp1", "fp2", "f7", "f3", "fz", "f4", "f8", "t3", "c3", "cz", "
 @torch.no_grad()
 def sample_eeg(model, tokenizer, channel_names: Sequence[str], seconds: int, num_samples: int, seed: int = 0,
                temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None) -> list[np.ndarray]:
-    """`num_samples` synthetic recordings [C, seconds * 200] in microvolts: LBM codes decoded by the tokenizer
-    (with `normalize_phase=True`, so that the amplitude is realistic rather than MSE-optimal)."""
+    """`num_samples` synthetic recordings [C, seconds * 200] in microvolts: LBM codes (sampled as one batch)
+    decoded by the tokenizer."""
     generator = torch.Generator().manual_seed(seed)
-    samples = []
-    for _ in range(num_samples):
-        out = model.generate(list(channel_names), num_patches=seconds, temperature=temperature, top_k=top_k,
+    out = model.generate(list(channel_names), num_patches=seconds, temperature=temperature, top_k=top_k, top_p=top_p,
+                         generator=generator, batch_size=num_samples)
+    eeg = tokenizer.decode(out["codes"], list(channel_names), scale_codes=out["scale_codes"], normalize_phase=True)
+    return list(eeg.cpu().numpy())
+
+
+def _window_signal(row: dict) -> np.ndarray:
+    return np.asarray(row["input_values"], dtype=np.float32)[:, : int(row["valid_samples"])]
+
+
+@torch.no_grad()
+def prompt_specificity(model, tokenizer, rows: Sequence[dict], prompt_seconds: int = 4, seconds: int = 4,
+                       seed: int = 0, temperature: float = 1.0, top_p: float | None = None) -> dict:
+    """Does a continuation stay the same recording? One prompt per recording (the first `prompt_seconds` of its
+    first window long enough), continued for `seconds`, within groups of recordings that share a montage.
+
+    Profile = log band powers per channel (dB, `band_powers`); distance = mean |difference| between the profile
+    of a continuation and that of a prompt. Returns `specificity` (over prompts, the mean share of other prompts
+    that are farther from the continuation than its own prompt: 0.5 = chance, 1 = always closest to its own),
+    `top1` (share of continuations whose own prompt is the closest of all; chance 1 / number of prompts),
+    `join_ratio` (median over prompts of the squared step across the prompt/continuation join over the median
+    squared step within the continuation: 1 = no jump) and `num_prompts`.
+    """
+    needed = (prompt_seconds + seconds) * SAMPLING_RATE
+    by_montage: dict[tuple, dict[str, np.ndarray]] = {}
+    for row in rows:
+        x = _window_signal(row)
+        names = tuple(row["channel_names"])
+        recordings = by_montage.setdefault(names, {})
+        if x.shape[-1] >= needed and row["recording_id"] not in recordings:
+            recordings[row["recording_id"]] = x[:, :needed]
+    generator = torch.Generator().manual_seed(seed)
+    closer, top1, joins = [], [], []
+    split = prompt_seconds * SAMPLING_RATE
+    for names, recordings in by_montage.items():
+        if len(recordings) < 2:
+            continue
+        signals = np.stack(list(recordings.values()))  # [R, C, T]
+        # one second more than the prompt is encoded and dropped: a lapped (mdct) frame at the end of an encoded
+        # signal is windowed as an end frame, which a continuation would not match
+        encoded = tokenizer.encode(torch.from_numpy(signals[..., :split + SAMPLING_RATE]), list(names))
+        out = model.generate(list(names), num_patches=seconds, prompt_codes=encoded.codes[..., :prompt_seconds],
+                             prompt_scale_codes=encoded.scale_codes[..., :prompt_seconds], temperature=temperature,
                              top_p=top_p, generator=generator)
-        eeg = tokenizer.decode(out["codes"], list(channel_names), scale_codes=out["scale_codes"], normalize_phase=True)
-        samples.append(eeg[0].cpu().numpy())
-    return samples
+        eeg = tokenizer.decode(out["codes"], list(names), scale_codes=out["scale_codes"], normalize_phase=True).numpy()
+        prompts = [band_powers(x[:, :split]) for x in signals]
+        for i, x in enumerate(eeg):
+            continuation = band_powers(x[:, split:])
+            distances = np.array([np.abs(continuation - prompt).mean() for prompt in prompts])
+            closer.append(float((distances[i] < np.delete(distances, i)).mean()))
+            top1.append(int(distances.argmin()) == i)
+            steps = np.diff(x, axis=-1) ** 2
+            joins.append(float(np.median(steps[:, split - 1]) / np.median(steps[:, split:])))
+    if not closer:
+        return {"specificity": float("nan"), "top1": float("nan"), "join_ratio": float("nan"), "num_prompts": 0}
+    return {"specificity": float(np.mean(closer)), "top1": float(np.mean(top1)),
+            "join_ratio": float(np.median(joins)), "num_prompts": len(closer)}
 
 
-def evaluate_lbm(model, tokenizer, train_codes, validation_codes, real_windows: Sequence[np.ndarray],
-                 num_samples: int = 16, seconds: int = 8, channel_names: Sequence[str] = STANDARD_1020,
-                 seed: int = 0, figure: str | Path | None = None) -> dict:
-    """Validation NLL against unigram/bigram baselines, and realism of samples against real validation EEG.
+def evaluate_lbm(model, tokenizer, train_codes, validation_codes, validation_rows: Sequence[dict],
+                 num_samples: int = 32, seconds: int = 8, channel_names: Sequence[str] = STANDARD_1020,
+                 seed: int = 0, temperature: float = 1.0, top_p: float | None = None,
+                 figure: str | Path | None = None) -> dict:
+    """Validation NLL against the count models, realism of samples, and prompt specificity.
 
-    `train_codes` / `validation_codes`: code datasets (`load_codes`); `real_windows`: real EEG [C, T] in
-    microvolts at 200 Hz. Returns a JSON-serialisable dict; writes the realism figure when `figure` is given.
+    `train_codes` / `validation_codes`: code datasets (`load_codes`); `validation_rows`: the prepared validation
+    windows they came from (real EEG in µV, with `channel_names` and `recording_id`). Samples use the montage
+    `channel_names` and are compared with the real windows of that montage (all windows when none has it).
+    Returns a JSON-serialisable dict; writes the realism figure when `figure` is given.
     """
     from .training import validation_nll
 
     sizes = model.config.code_layout.stream_vocab_sizes
-    results = {
-        "lbm": validation_nll(model.eval(), validation_codes),
-        "unigram": unigram_nll(train_codes, validation_codes, sizes),
-        "bigram": bigram_nll(train_codes, validation_codes, sizes),
-    }
-    for name in ("unigram", "bigram"):
-        results[name] = {k: v for k, v in results[name].items() if k in ("bits_per_code", "bits_per_position")}
-    synthetic = sample_eeg(model, tokenizer, channel_names, seconds, num_samples, seed)
-    results["realism"] = realism_report(synthetic, list(real_windows), seed=seed)
-    results["samples"] = {"num_samples": num_samples, "seconds": seconds, "channels": list(channel_names)}
+    results = {"lbm": validation_nll(model.eval(), validation_codes)}
+    for name, baseline in count_baselines(train_codes, validation_codes, sizes).items():
+        results[name] = {k: v for k, v in baseline.items() if k in ("bits_per_code", "bits_per_position", "weights")}
+    rows = list(validation_rows)
+    wanted = [n.lower() for n in channel_names]
+    real = [_window_signal(r) for r in rows if [n.lower() for n in r["channel_names"]] == wanted]
+    if not real:  # other montages: compare with every real window
+        real = [_window_signal(r) for r in rows]
+    synthetic = sample_eeg(model, tokenizer, channel_names, seconds, num_samples, seed, temperature, top_p=top_p)
+    results["realism"] = realism_report(synthetic, real, seed=seed)
+    results["samples"] = {"num_samples": num_samples, "seconds": seconds, "channels": list(channel_names),
+                          "temperature": temperature, "top_p": top_p}
+    results["prompt"] = prompt_specificity(model, tokenizer, rows, seed=seed, temperature=temperature, top_p=top_p)
     if figure is not None:
-        results["figure"] = str(plot_realism(synthetic, list(real_windows), figure, channel_names=list(channel_names)))
+        results["figure"] = str(plot_realism(synthetic, real, figure, channel_names=list(channel_names)))
     return results
 
 
+COUNT_MODELS = ("unigram", "previous_channel", "previous_second", "interpolated")
+
+
+def plot_learning_curve(log_path: str | Path, results: dict, path: str | Path) -> Path:
+    """Training and validation bits per position against optimizer steps (from a run's `log.jsonl`), with the
+    count models of [`evaluate_lbm`] `results` as horizontal lines; writes a PNG and returns its path."""
+    import json
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    records = [json.loads(line) for line in Path(log_path).read_text().splitlines() if line.strip()]
+    streams = len(results["unigram"].get("bits_per_stream", [])) or round(
+        results["unigram"]["bits_per_position"] / results["unigram"]["bits_per_code"])
+    train = [(r["step"], r["bits_per_code"] * streams) for r in records if "bits_per_code" in r]
+    validation = [(r["step"], r["eval/bits_per_position"]) for r in records if "eval/bits_per_position" in r]
+    figure = Figure(figsize=(8, 4.5), layout="constrained")
+    ax = figure.subplots()
+    if train:
+        steps, bits = zip(*train)
+        window = max(1, len(bits) // 40)  # a running mean: single batches differ by montage
+        smooth = np.convolve(bits, np.ones(window) / window, mode="valid")
+        ax.plot(steps[window - 1:], smooth, color="tab:blue", lw=1, label="training (running mean)")
+    if validation:
+        ax.plot(*zip(*validation), "o-", color="tab:red", label="validation")
+    for name, style in zip(COUNT_MODELS, (":", "--", "-.", "-")):
+        ax.axhline(results[name]["bits_per_position"], color="gray", ls=style, lw=1, label=f"{name} (validation)")
+    ax.set(xlabel="optimizer step", ylabel="bits per position", title="LBM learning curve")
+    ax.legend(fontsize=8)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    FigureCanvasAgg(figure).print_png(str(path))
+    return path
+
+
 def format_nll(results: dict) -> str:
-    """Markdown table: validation NLL of the LBM and the baselines."""
-    lines = ["| model | bits/code | bits/position |", "|---|---|---|"]
-    for name in ("lbm", "unigram", "bigram"):
+    """Markdown table: validation bits per position of the LBM and the count models, and gains over unigram."""
+    unigram = results["unigram"]["bits_per_position"]
+    lines = ["| model | bits/code | bits/position | gain over unigram (bits/position) |", "|---|---|---|---|"]
+    for name in ("lbm", *COUNT_MODELS):
         row = results[name]
-        lines.append(f"| {name} | {row['bits_per_code']:.3f} | {row['bits_per_position']:.1f} |")
+        lines.append(f"| {name} | {row['bits_per_code']:.3f} | {row['bits_per_position']:.2f} "
+                     f"| {unigram - row['bits_per_position']:+.2f} |")
+    if "prompt" in results:
+        p = results["prompt"]
+        lines.append(f"\nprompt specificity {p['specificity']:.2f} (closest of all: {p['top1']:.2f}; "
+                     f"join ratio {p['join_ratio']:.2f}; {p['num_prompts']} prompts)")
     return "\n".join(lines)

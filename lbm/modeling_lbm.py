@@ -11,7 +11,10 @@ Two layouts model the same distribution p(position p | positions < p):
   are restricted to that stream's slice of the offset vocabulary.
 - `depthwise` (RQ-Transformer / CSM): one main step per position. Step p reads the summed stream
   embeddings of position p-1 (BOS at p = 0) plus the channel and time embeddings of position p; its hidden
-  state conditions a small depth transformer that predicts the M codes of position p in stream order.
+  state conditions a small depth transformer that predicts the M codes of position p in stream order. With
+  `depth_neighbours` (default), the depth step of stream m also reads stream m's codes at the previous channel and
+  one second earlier: the main transformer sees earlier positions only as sums of 18 embeddings, from which a
+  stream's own neighbours are slow to disentangle (training sat at the unigram for hundreds of steps without them).
 
 Both share one API: `forward(positions [B, P, M], channel_ids [B, P], time_ids [B, P])` scores positions
 (teacher forcing) and `generate` samples codes [B, S, K, C, A] that the tokenizer decodes to microvolts.
@@ -22,7 +25,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -33,10 +35,11 @@ from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
-from neurorvq.tokenizer.modeling_neurorvq import resolve_bundled
+from neurorvq.tokenizer.loading import BUNDLED, load_pretrained
 
 from .configuration_lbm import LBMConfig
 from .layout import channel_and_time_ids, codes_to_positions, positions_to_codes
+from .sampling import check_sampling_controls
 
 # ----------------------------------------------------------------------------------------------------
 # Outputs and cache
@@ -56,6 +59,8 @@ class LBMCache:
 
     key_values: list[tuple[torch.Tensor, torch.Tensor]]
     next_input: torch.LongTensor | None = None
+    positions: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # depth-wise: (tokens [B, L, M],
+    # channel_ids [B, L], time_ids [B, L]) of the cached positions, the neighbours of the positions to come
 
     @property
     def length(self) -> int:
@@ -222,10 +227,17 @@ class LBMPreTrainedModel(PreTrainedModel):
             init.normal_(module.bos, std=std)
             if module.depth_position is not None:
                 init.normal_(module.depth_position, std=std)
+            if module.depth_embed is not None:
+                # the depth step adds code embeddings to the projected main hidden state (~0.25 per element): at
+                # std 0.02 they are invisible next to it and training sits at the unigram; at d^-1/2 they are not
+                init.normal_(module.depth_embed.weight, std=module.depth_embed.weight.shape[1] ** -0.5)
+            for linear in (module.previous_channel_in, module.previous_second_in):
+                if linear is not None:
+                    init.eye_(linear.weight)  # neighbour codes enter at the scale of the code embeddings
 
 
 # LBMs shipped inside the package, loadable offline by name.
-BUNDLED_MODELS = {"neurorvq/lbm-small": Path(__file__).resolve().parent / "pretrained" / "lbm-small"}
+BUNDLED_MODELS = {name: folder for name, folder in BUNDLED.items() if folder.parent.parent.name == "lbm"}
 
 
 class LBMForCausalLM(LBMPreTrainedModel):
@@ -266,6 +278,7 @@ class LBMForCausalLM(LBMPreTrainedModel):
                                           config.dropout, config.layer_norm_eps)
         if self.flattened:
             self.depth_in = self.depth_embed = self.depth_position = self.depth_transformer = None
+            self.previous_channel_in = self.previous_second_in = None
         else:
             depth = config.depth_hidden_size
             self.depth_in = nn.Linear(dim, depth, bias=False)
@@ -273,14 +286,53 @@ class LBMForCausalLM(LBMPreTrainedModel):
             self.depth_position = nn.Parameter(torch.zeros(self.num_streams, depth))
             self.depth_transformer = LBMTransformer(depth, config.depth_layers, config.depth_heads,
                                                     config.mlp_ratio, config.dropout, config.layer_norm_eps)
+            use = config.depth_neighbours
+            self.previous_channel_in = nn.Linear(depth, depth, bias=False) if use else None
+            self.previous_second_in = nn.Linear(depth, depth, bias=False) if use else None
         self.post_init()
 
     # ---- tables -------------------------------------------------------------------------------------
 
+    @torch.no_grad()
+    def init_code_embeddings(self, tokenizer, seed: int = 0) -> None:
+        """Start the code embeddings (and so the tied output heads) with the codes' geometry.
+
+        Residual codes of stream (s, k): row j = the tokenizer's codeword j of scale s, stage k (centred), through
+        a fixed random projection; scale streams: smooth (cosine) functions of the level, since level i and i + 1
+        are neighbouring amplitudes. Similar codes then get similar embeddings and similar logits from step 0,
+        instead of 512 unrelated symbols to be told apart from data. Every table keeps the std of its default
+        initialisation (see `_init_weights`); training moves them freely afterwards.
+        """
+        layout, generator = self.code_layout, torch.Generator().manual_seed(seed)
+        features = []
+        if layout.has_scale_codes:
+            level = torch.linspace(0, 1, layout.num_scale_tokens)[:, None]
+            ordinal = torch.cos(math.pi * level * torch.arange(1, 17)[None]) / torch.arange(1, 17) ** 0.5
+            features += [ordinal, ordinal]
+        for s in range(layout.num_scales):
+            for k in range(layout.num_quantizers):
+                codebook = tokenizer.quantizers[s].stages[k].codebook.detach().float().cpu()
+                if codebook.shape[0] != layout.codebook_size:
+                    raise ValueError(f"the tokenizer's codebooks have {codebook.shape[0]} codes, this LBM expects "
+                                     f"{layout.codebook_size}")
+                features.append(codebook - codebook.mean(0))
+        for table in (self.token_embed, self.depth_embed):
+            if table is None:
+                continue
+            # the scales of `_init_weights`: std initializer_range (main), d^-1/2 (depth)
+            std = self.config.initializer_range if table is self.token_embed else table.weight.shape[1] ** -0.5
+            rows = []
+            for values in features:
+                projection = torch.randn(values.shape[1], table.weight.shape[1], generator=generator)
+                embedded = values @ projection
+                rows.append(embedded / embedded.std().clamp(min=1e-12) * std)
+            table.weight.copy_(torch.cat(rows).to(table.weight))
+
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
         """`PreTrainedModel.from_pretrained`, plus the bundled names (e.g. `"neurorvq/lbm-small"`, offline)."""
-        return super().from_pretrained(resolve_bundled(pretrained_model_name_or_path, BUNDLED_MODELS), *args, **kwargs)
+        return load_pretrained(super().from_pretrained, pretrained_model_name_or_path, cls.config_class.model_type,
+                               *args, **kwargs)
 
     def stream_offsets(self, device=None) -> torch.LongTensor:
         """[M] start of each stream in the offset vocabulary (see `layout.stream_offsets`)."""
@@ -318,19 +370,41 @@ class LBMForCausalLM(LBMPreTrainedModel):
             x = x + self.stream_embed(stream_ids)
         return self.transformer(self.drop(x), past)
 
-    def _depth(self, hidden: torch.Tensor, known: torch.LongTensor) -> torch.Tensor:
+    def _depth(self, hidden: torch.Tensor, known: torch.LongTensor, neighbours: torch.LongTensor | None = None) -> torch.Tensor:
         """Depth transformer: main hidden [B, P, D] and the first j codes of each position (offset tokens
         [B, P, j]) -> depth hidden [B, P, j + 1, d]; output i predicts stream i.
 
         Input 0 = projected main hidden; input i = projected main hidden + embedding of stream i-1's code
-        (+ a learned per-stream position embedding).
+        (+ a learned per-stream position embedding). With `depth_neighbours`, input i also carries stream i's codes
+        at the previous channel and the previous second (`neighbours` [B, P, M, 2] offset tokens, -1 = none).
         """
         batch, num_positions, _ = hidden.shape
         h = self.depth_in(hidden)[:, :, None]
         codes = torch.cat((torch.zeros_like(h), self.depth_embed(known)), dim=2)
         x = h + codes + self.depth_position[: known.shape[-1] + 1]
+        if self.previous_channel_in is not None and neighbours is not None:
+            neighbours = neighbours[:, :, : known.shape[-1] + 1]
+            embedded = self.depth_embed(neighbours.clamp(min=0)) * (neighbours >= 0)[..., None]  # none -> 0
+            x = x + self.previous_channel_in(embedded[..., 0, :]) + self.previous_second_in(embedded[..., 1, :])
         out, _ = self.depth_transformer(self.drop(x.flatten(0, 1)))
         return out.reshape(batch, num_positions, -1, out.shape[-1])
+
+    @staticmethod
+    def neighbour_tokens(tokens: torch.LongTensor, channel_ids: torch.Tensor, time_ids: torch.Tensor) -> torch.LongTensor:
+        """Each position's same-stream codes at the previous channel of its second (the position before it, when
+        that has the same time id) and at its channel one second earlier (same channel id, time id - 1).
+
+        tokens [B, P, M], channel_ids / time_ids [B, P] -> [B, P, M, 2] offset tokens, -1 where there is none.
+        """
+        none = torch.full_like(tokens, -1)
+        same_second = torch.zeros_like(time_ids, dtype=torch.bool)
+        same_second[:, 1:] = time_ids[:, 1:] == time_ids[:, :-1]
+        previous_channel = torch.where(same_second[..., None], torch.roll(tokens, 1, dims=1), none)
+        match = (channel_ids[:, :, None] == channel_ids[:, None, :]) & (time_ids[:, :, None] - 1 == time_ids[:, None, :])
+        index = match.int().argmax(dim=-1)  # [B, P]: the matching earlier position (0 when none)
+        found = torch.gather(tokens, 1, index[..., None].expand_as(tokens))
+        previous_second = torch.where(match.any(dim=-1)[..., None], found, none)
+        return torch.stack((previous_channel, previous_second), dim=-1)
 
     def _run_positions(self, tokens: torch.LongTensor, channel_ids: torch.Tensor, time_ids: torch.Tensor,
                        cache: LBMCache | None):
@@ -347,7 +421,10 @@ class LBMForCausalLM(LBMPreTrainedModel):
                                     time_ids.repeat_interleave(m, dim=1), streams, past)
             return hidden.reshape(batch, num_positions, m, -1), LBMCache(kv, flat[:, -1:])
         hidden, kv = self._main(tokens[:, :-1], pending, channel_ids, time_ids, None, past)
-        return hidden, LBMCache(kv, tokens[:, -1])
+        held = (tokens, channel_ids, time_ids)
+        if cache is not None and cache.positions is not None:
+            held = tuple(torch.cat(pair, dim=1) for pair in zip(cache.positions, held))
+        return hidden, LBMCache(kv, tokens[:, -1], held)
 
     # ---- input checks -------------------------------------------------------------------------------
 
@@ -421,7 +498,10 @@ class LBMForCausalLM(LBMPreTrainedModel):
         if self.flattened:
             logits = self._stream_logits(hidden, self.token_embed.weight)
         else:
-            logits = self._stream_logits(self._depth(hidden, tokens[:, :, :-1]), self.depth_embed.weight)
+            neighbours = None
+            if self.previous_channel_in is not None:  # the extended cache holds the earlier positions and these
+                neighbours = self.neighbour_tokens(*cache.positions)[:, -num_positions:]
+            logits = self._stream_logits(self._depth(hidden, tokens[:, :, :-1], neighbours), self.depth_embed.weight)
 
         loss = None
         if labels is not None and labels is not False:
@@ -531,12 +611,7 @@ class LBMForCausalLM(LBMPreTrainedModel):
             raise ValueError("pass channel_indices (or channel_names)")
         if isinstance(num_patches, bool) or not isinstance(num_patches, int) or num_patches <= 0:
             raise ValueError(f"num_patches must be a positive integer, got {num_patches!r}")
-        if not float(temperature) >= 0:
-            raise ValueError(f"temperature must be >= 0, got {temperature!r}")
-        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
-            raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}")
-        if top_p is not None and not 0 < float(top_p) <= 1:
-            raise ValueError(f"top_p must be in (0, 1] or None, got {top_p!r}")
+        temperature, top_k, top_p = check_sampling_controls(temperature, top_k, top_p)
         batch = batch_size if prompt_codes is None else (prompt_codes.shape[0] if isinstance(prompt_codes, torch.Tensor)
                                                          and prompt_codes.dim() == 5 else None)
         index = self.channel_indices(channels, batch)
@@ -594,8 +669,14 @@ class LBMForCausalLM(LBMPreTrainedModel):
                     hidden, _ = self._main(tokens[:, start:q], None, channel_ids[:, start:q + 1],
                                            time_ids[:, start:q + 1], None, None)
                 hidden = hidden[:, -1:]
+                neighbours = None
+                if self.previous_channel_in is not None:  # time-major: q - 1 (same second) and q - C
+                    none = torch.full_like(tokens[:, q], -1)
+                    neighbours = torch.stack((tokens[:, q - 1] if q % num_channels else none,
+                                              tokens[:, q - num_channels] if q >= num_channels else none),
+                                             dim=-1)[:, None]  # [B, 1, M, 2]
                 for stream in range(m):  # depth transformer, re-run over the codes sampled so far
-                    depth = self._depth(hidden, tokens[:, q:q + 1, :stream])[:, 0, -1]
+                    depth = self._depth(hidden, tokens[:, q:q + 1, :stream], neighbours)[:, 0, -1]
                     code = sample(self._one_stream_logits(depth, self.depth_embed.weight, stream))
                     tokens[:, q, stream] = code + self._offsets[stream]
                 if use_cache:

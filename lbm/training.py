@@ -54,6 +54,11 @@ def train_lbm(config, codes_dir: str | Path, args: TrainingArguments, init_from:
     if len(train_set) == 0:
         raise ValueError(f"{codes_dir} has no training window")
     model = build_model(LBMForCausalLM, config, init_from, args.seed)
+    if init_from is None and model.config.tokenizer_name_or_path:
+        # a fresh model starts with the codes' geometry (see `LBMForCausalLM.init_code_embeddings`)
+        from neurorvq.tokenizer import NeuroRVQTokenizer
+
+        model.init_code_embeddings(NeuroRVQTokenizer.from_pretrained(model.config.tokenizer_name_or_path), args.seed)
     loader = code_loader(train_set, args.batch_size, shuffle=True, seed=args.seed, num_workers=args.num_workers,
                          max_positions=model.config.positions_per_context, max_patches=model.config.max_patches)
     eval_fn = (lambda m: validation_nll(m, validation_set, args.batch_size, eval_batches)) if len(validation_set) else None

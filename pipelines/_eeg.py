@@ -82,11 +82,18 @@ def load_recording(recording: Any, channel_names: Sequence[str] | None = None, s
     if is_path and not Path(recording).exists():
         raise ValueError(f"recording {recording} does not exist")
     array = isinstance(recording, (np.ndarray, torch.Tensor))
+    text = is_path and Path(recording).suffix.lower() == ".txt"  # microvolt columns: labels (and rate) given here
     extractor = NeuroRVQFeatureExtractor(on_unknown_channel="drop")
-    batch = extractor(recording, channel_names=list(channel_names) if array and channel_names else None,
-                      sampling_rate=sampling_rate if array else None, return_tensors="pt",
+    batch = extractor(recording, channel_names=list(channel_names) if (array or text) and channel_names else None,
+                      sampling_rate=sampling_rate if (array or text) else None, return_tensors="pt",
                       window_patches=window_patches)
     values, mask = batch["input_values"], batch["padding_mask"]
+    real = mask.bool()
+    if real.any():
+        centered = torch.where(real, values - (values * real).sum(-1, keepdim=True) / real.sum(-1, keepdim=True).clamp(min=1), 0)
+        if float(centered.abs().max()) <= 1e-6:
+            raise ValueError(f"every channel of {recording if is_path else 'the recording'} is flat (constant): there is "
+                             "no EEG signal to encode, and correlation metrics would be undefined")
     if max_seconds is not None:
         a = values.shape[-1] // PATCH_SIZE
         keep = -(-int(max_seconds) // a)
@@ -102,6 +109,9 @@ def encode_windows(tokenizer, windows: dict, batch_size: int = 8) -> dict:
     (the preprocessed input, cut to whole real patches) and `channel_names`.
     """
     values, mask, names = windows["input_values"], windows["padding_mask"], windows["channel_names"]
+    if getattr(tokenizer, "is_mdct", False):  # lapped frames: encode the whole recording at once (no window edges)
+        values = values.permute(1, 0, 2).reshape(1, values.shape[1], -1)
+        mask = mask.permute(1, 0, 2).reshape(1, mask.shape[1], -1)
     codes, scales = [], []
     for start in range(0, values.shape[0], batch_size):
         out = tokenizer.encode(values[start:start + batch_size], names, padding_mask=mask[start:start + batch_size])
@@ -127,7 +137,8 @@ def decode_codes(tokenizer, codes: torch.Tensor, channel_names: Sequence[str], s
     """Codes [B, S, K, C, A] (+ scale codes [B, 2, C, A]) -> EEG [B, C, A*200] µV, decoded in consecutive
     windows of `patches_per_window` patches (the tokenizer's context), starting at patch 0."""
     a_total, c = codes.shape[-1], codes.shape[-2]
-    step = patches_per_window(tokenizer, c)
+    # lapped frames decode in one call (the tokenizer windows its refiner itself): no seams between windows
+    step = a_total if getattr(tokenizer, "is_mdct", False) else patches_per_window(tokenizer, c)
     pieces = []
     for start in range(0, a_total, step):
         part = slice(start, min(start + step, a_total))
@@ -145,9 +156,44 @@ def to_raw(eeg_microvolts: np.ndarray, channel_names: Sequence[str], sampling_ra
     return mne.io.RawArray(np.asarray(eeg_microvolts, dtype=np.float64) * 1e-6, info, verbose=False)
 
 
-def save_raw(raw, path: str | Path) -> Path:
-    """Write a Raw as EDF (`.edf`, through edfio) or FIF (`.fif`, `.fif.gz`) chosen by the extension."""
+RECORDING_OUTPUTS = (".edf", ".fif", ".fif.gz")
+
+
+def check_output_path(path: str | Path, overwrite: bool = False, inputs: Sequence = (),
+                      suffixes: Sequence[str] | None = None, option: str = "--out") -> Path:
+    """Check an output file before any work (MNE's convention): an existing file is never replaced without
+    `overwrite`, an input file never; the suffix must be one of `suffixes`; the folder must be writable.
+
+    Raises `FileExistsError` (pass --overwrite / overwrite=True), `ValueError` (the input itself, a wrong
+    suffix, a folder) or `PermissionError` (the folder cannot be written), each naming the path.
+    """
     path = Path(path)
+    if suffixes and not path.name.lower().endswith(tuple(suffixes)):
+        raise ValueError(f"{option} {path} must end in {' or '.join(suffixes)}")
+    for source in inputs:
+        if isinstance(source, (str, os.PathLike)) and Path(source).exists() and path.exists() \
+                and path.resolve() == Path(source).resolve():
+            raise ValueError(f"{option} {path} is the input recording: writing there would destroy it; "
+                             "choose another output file")
+    if path.is_dir():
+        raise ValueError(f"{option} {path} is a folder: give a file name")
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{option} {path} exists: pass --overwrite (overwrite=True in Python) to replace it, "
+                              "or choose another file")
+    folder = path.parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise PermissionError(f"{option} {path}: cannot write there ({folder} is not writable)")
+    return path
+
+
+def save_raw(raw, path: str | Path, overwrite: bool = False) -> Path:
+    """Write a Raw as EDF (`.edf`, through edfio) or FIF (`.fif`, `.fif.gz`) chosen by the extension.
+
+    An existing file is replaced only with `overwrite=True` (`FileExistsError` otherwise).
+    """
+    path = check_output_path(path, overwrite, suffixes=RECORDING_OUTPUTS, option="output")
     name = path.name.lower()
     path.parent.mkdir(parents=True, exist_ok=True)
     if name.endswith(".edf"):

@@ -7,9 +7,53 @@ import sys
 from pathlib import Path
 
 
+# ---- checks at the boundary: the user's mistakes end in exit code 2 and one line, before any work ----------
+
+
+def _check_device(device: str) -> None:
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"--device {device!r} is not a torch device: use cpu, cuda, cuda:N or mps") from None
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"--device {device}: MPS is not available on this machine; use --device cpu")
+    elif parsed.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"--device {device}: unsupported device type {parsed.type!r}; use cpu, cuda or mps")
+
+
+def _check_file(path, option: str, what: str) -> None:
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{option} {path}: no such {what}" + (" (it is a folder)" if Path(path).is_dir() else ""))
+
+
+def _check_outputs(args: argparse.Namespace, outputs: dict, inputs=()) -> None:
+    """`outputs`: option -> (path or None, allowed suffixes or None)."""
+    from neurorvq.pipelines._eeg import check_output_path
+
+    for option, (path, suffixes) in outputs.items():
+        if path:
+            check_output_path(path, getattr(args, "overwrite", False), inputs=inputs, suffixes=suffixes, option=option)
+
+
+def _load(model_class, name):
+    from neurorvq.tokenizer.loading import load_model
+
+    return load_model(model_class, name)
+
+
 def _convert_official(args: argparse.Namespace) -> int:
     from neurorvq.tokenizer.convert_official import convert_official_checkpoint
 
+    _check_file(args.checkpoint, "checkpoint", "file")
+    if (Path(args.output) / "model.safetensors").exists() and not args.overwrite:
+        raise FileExistsError(f"--output {args.output} already holds a model: pass --overwrite to replace it")
     folder = convert_official_checkpoint(args.checkpoint, args.output)
     print(f"wrote {folder} (load with NeuroRVQTokenizer.from_pretrained({str(folder)!r}))")
     return 0
@@ -31,6 +75,9 @@ def _prepare(args: argparse.Namespace) -> int:
     print(f"  skipped files: {len(report.skipped)}")
     for path, reason in report.skipped:
         print(f"    {path}: {reason}")
+    print(f"  truncated files (used as far as they go): {len(report.truncated)}")
+    for path, message in report.truncated:
+        print(f"    {message}")
     return 0
 
 
@@ -42,8 +89,19 @@ def _training_arguments(args: argparse.Namespace):
         weight_decay=args.weight_decay, warmup_steps=args.warmup_steps, max_grad_norm=args.max_grad_norm,
         gradient_accumulation_steps=args.gradient_accumulation_steps, mixed_precision=args.mixed_precision,
         save_steps=args.save_steps, eval_steps=args.eval_steps, logging_steps=args.logging_steps, seed=args.seed,
-        resume=args.resume, num_workers=args.num_workers,
+        resume=args.resume, overwrite=args.overwrite, num_workers=args.num_workers,
     )
+
+
+def _check_training(args: argparse.Namespace):
+    from neurorvq.tokenizer.training import check_output_dir
+
+    _check_file(args.config, "--config", "config file")
+    if not Path(args.data).is_dir():
+        raise FileNotFoundError(f"--data {args.data}: no such dataset folder")
+    training_args = _training_arguments(args)
+    check_output_dir(training_args)
+    return training_args
 
 
 def _add_training_options(parser: argparse.ArgumentParser, learning_rate: float) -> None:
@@ -61,14 +119,17 @@ def _add_training_options(parser: argparse.ArgumentParser, learning_rate: float)
     group.add_argument("--eval-steps", type=int, default=250, help="validate every N steps (default: %(default)s)")
     group.add_argument("--logging-steps", type=int, default=10, help="log every N steps to OUTPUT/log.jsonl (default: %(default)s)")
     group.add_argument("--seed", type=int, default=0, help="seed of weights, data order and k-means (default: %(default)s)")
-    group.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in OUTPUT/checkpoints")
+    group.add_argument("--resume", action="store_true", help="continue from the latest complete checkpoint in OUTPUT/checkpoints "
+                       "(exact: ends bit-identical to an uninterrupted run)")
+    group.add_argument("--overwrite", action="store_true", help="replace a run already in OUTPUT (without it, and without "
+                       "--resume, an OUTPUT holding a run is refused)")
     group.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes (default: %(default)s)")
 
 
 def _train_tokenizer(args: argparse.Namespace) -> int:
     from neurorvq.tokenizer.training import train_tokenizer
 
-    model, state = train_tokenizer(args.config, args.data, _training_arguments(args), init_from=args.init_from)
+    model, state = train_tokenizer(args.config, args.data, _check_training(args), init_from=args.init_from)
     print(f"trained {state.step} steps; model saved to {args.output}")
     return 0
 
@@ -80,7 +141,8 @@ def _evaluate_tokenizer(args: argparse.Namespace) -> int:
     from neurorvq.tokenizer.data import load_prepared
     from neurorvq.tokenizer.evaluation import evaluate_tokenizer, format_table, plot_evaluation
 
-    model = NeuroRVQTokenizer.from_pretrained(args.model)
+    _check_outputs(args, {"--output": (args.output, None), "--figure": (args.figure, None)})
+    model = _load(NeuroRVQTokenizer, args.model)
     rows = load_prepared(args.data, args.split)
     results = evaluate_tokenizer(model, rows, batch_size=args.batch_size, max_windows=args.max_windows)
     print(format_table(results))
@@ -97,7 +159,7 @@ def _tokenize(args: argparse.Namespace) -> int:
     from neurorvq.lbm.data import tokenize_dataset
     from neurorvq.tokenizer import NeuroRVQTokenizer
 
-    tokenizer = NeuroRVQTokenizer.from_pretrained(args.tokenizer)
+    tokenizer = _load(NeuroRVQTokenizer, args.tokenizer)
     result = tokenize_dataset(args.data, tokenizer, args.output, batch_size=args.batch_size)
     print(("reused cached codes " if result["reused_cache"] else "wrote codes ") + str(args.output))
     for split, count in result["windows"].items():
@@ -108,7 +170,7 @@ def _tokenize(args: argparse.Namespace) -> int:
 def _train_lbm(args: argparse.Namespace) -> int:
     from neurorvq.lbm.training import train_lbm
 
-    model, state = train_lbm(args.config, args.data, _training_arguments(args), init_from=args.init_from)
+    model, state = train_lbm(args.config, args.data, _check_training(args), init_from=args.init_from)
     print(f"trained {state.step} steps; model saved to {args.output}")
     return 0
 
@@ -116,21 +178,25 @@ def _train_lbm(args: argparse.Namespace) -> int:
 def _evaluate_lbm(args: argparse.Namespace) -> int:
     import json
 
-    import numpy as np
-
     from neurorvq.lbm import LBMForCausalLM
     from neurorvq.lbm.data import load_codes
-    from neurorvq.lbm.evaluation import evaluate_lbm, format_nll, format_realism
+    from neurorvq.lbm.evaluation import evaluate_lbm, format_nll, format_realism, plot_learning_curve
     from neurorvq.tokenizer import NeuroRVQTokenizer
     from neurorvq.tokenizer.data import load_prepared
 
-    model = LBMForCausalLM.from_pretrained(args.model).eval()
-    tokenizer = NeuroRVQTokenizer.from_pretrained(args.tokenizer or model.config.tokenizer_name_or_path).eval()
-    real = [np.asarray(r["input_values"])[:, : int(r["valid_samples"])] for r in load_prepared(args.data, "validation")]
+    _check_outputs(args, {"--output": (args.output, None), "--figure": (args.figure, None), "--curve": (args.curve, None)})
+    log = Path(args.model) / "log.jsonl"
+    if args.curve and not log.is_file():
+        raise ValueError(f"--curve reads the training log, but {log} does not exist: pass the training run's folder")
+    model = _load(LBMForCausalLM, args.model).eval()
+    tokenizer = _load(NeuroRVQTokenizer, args.tokenizer or model.config.tokenizer_name_or_path).eval()
     results = evaluate_lbm(model, tokenizer, load_codes(args.codes, "train"), load_codes(args.codes, "validation"),
-                           real, num_samples=args.samples, seconds=args.seconds, seed=args.seed, figure=args.figure)
+                           load_prepared(args.data, "validation"), num_samples=args.samples, seconds=args.seconds,
+                           seed=args.seed, temperature=args.temperature, top_p=args.top_p, figure=args.figure)
     print(format_nll(results))
     print(format_realism(results["realism"]))
+    if args.curve:
+        results["learning_curve"] = str(plot_learning_curve(log, results, args.curve))
     if args.output:
         Path(args.output).write_text(json.dumps(results, indent=1))
     return 0
@@ -156,19 +222,28 @@ def _generate(args: argparse.Namespace) -> int:
     from neurorvq.lbm import LBMForCausalLM
     from neurorvq.pipelines._eeg import resolve_channels, save_raw
     from neurorvq.pipelines.plotting import TRAINING_PSD, load_training_psd, plot_recording
+    from neurorvq.tokenizer import NeuroRVQTokenizer
+
+    from neurorvq.lbm.sampling import check_sampling_controls
+    from neurorvq.pipelines._eeg import RECORDING_OUTPUTS
 
     if args.channels and args.montage:
         raise ValueError("pass --channels or --montage, not both")
-    if not args.out.lower().endswith((".edf", ".fif", ".fif.gz")):
-        raise ValueError(f"--out {args.out} must end in .edf or .fif")
+    _check_outputs(args, {"--out": (args.out, RECORDING_OUTPUTS), "--plot": (args.plot, None)},
+                   inputs=[args.prompt] if args.prompt else [])
+    if args.prompt:
+        _check_file(args.prompt, "--prompt", "recording")
+    _check_device(args.device)
+    check_sampling_controls(args.temperature, args.top_k, args.top_p)
     channels = resolve_channels(args.channels, args.montage if (args.channels or args.prompt) else
                                 (args.montage or "standard_1020"))
-    model = LBMForCausalLM.from_pretrained(args.model)
-    generator = pipeline("eeg-generation", model=model, tokenizer_model=args.tokenizer, device=args.device)
+    model = _load(LBMForCausalLM, args.model)
+    tokenizer = _load(NeuroRVQTokenizer, args.tokenizer or model.config.tokenizer_name_or_path)
+    generator = pipeline("eeg-generation", model=model, tokenizer_model=tokenizer, device=args.device)
     out = generator(args.prompt, seconds=args.seconds, channel_names=channels, temperature=args.temperature,
                     top_k=args.top_k, top_p=args.top_p, seed=args.seed, prompt_seconds=args.prompt_seconds,
                     return_raw=True, progress=True)
-    path = save_raw(out["raw"], args.out)
+    path = save_raw(out["raw"], args.out, overwrite=args.overwrite)
     seconds = out["eeg"].shape[-1] / out["sampling_rate"]
     print(f"wrote {path}: {len(out['channel_names'])} channels x {seconds:g} s at {out['sampling_rate']} Hz"
           + (f" (first {out['prompt_seconds']} s: the prompt)" if out["prompt_seconds"] else ""))
@@ -191,16 +266,25 @@ def _reconstruct(args: argparse.Namespace) -> int:
     from neurorvq.pipelines.plotting import plot_recording
     from neurorvq.tokenizer import NeuroRVQTokenizer
 
-    if args.out and not args.out.lower().endswith((".edf", ".fif", ".fif.gz")):
-        raise ValueError(f"--out {args.out} must end in .edf or .fif")
-    model = NeuroRVQTokenizer.from_pretrained(args.tokenizer)
+    from neurorvq.pipelines._eeg import RECORDING_OUTPUTS
+
+    _check_file(args.recording, "recording", "file")
+    _check_outputs(args, {"--out": (args.out, RECORDING_OUTPUTS), "--plot": (args.plot, None)},
+                   inputs=[args.recording])
+    _check_device(args.device)
+    text = Path(args.recording).suffix.lower() == ".txt"
+    if text and not args.channel_names:
+        raise ValueError(f"{args.recording} is a text file of microvolt columns: pass --channel-names (and "
+                         "--sampling-rate unless the file name holds it, e.g. _200Hz)")
+    model = _load(NeuroRVQTokenizer, args.tokenizer)
     reconstructor = pipeline("eeg-reconstruction", model=model, device=args.device)
+    extra = {"channel_names": args.channel_names.split(","), "sampling_rate": args.sampling_rate} if text else {}
     out = reconstructor(args.recording, max_seconds=args.max_seconds, return_raw=True,
-                        normalize_phase=args.normalize_phase)
+                        normalize_phase=args.normalize_phase, **extra)
     print(f"{len(out['channel_names'])} channels x {out['original'].shape[-1] / 200:g} s: "
           f"z-scored MSE {out['zscored_mse']:.4f}, PCC {out['pcc']:.4f}")
     if args.out:
-        print(f"wrote {save_raw(out['raw'], args.out)}")
+        print(f"wrote {save_raw(out['raw'], args.out, overwrite=args.overwrite)}")
     if args.plot:
         print(f"figure: {plot_recording(out['reconstruction'], out['channel_names'], args.plot, title='reconstruction', other=out['original'])}")
     return 0
@@ -209,11 +293,14 @@ def _reconstruct(args: argparse.Namespace) -> int:
 def _training_psd(args: argparse.Namespace) -> int:
     from neurorvq.pipelines.plotting import compute_training_psd
 
+    _check_outputs(args, {"--output": (args.output, (".json",))})
     print(f"wrote {compute_training_psd(args.data, args.output, split=args.split, max_windows=args.max_windows)}")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from neurorvq.lbm.sampling import DEFAULT_TEMPERATURE
+
     parser = argparse.ArgumentParser(
         prog="neurorvq",
         description="NeuroRVQ EEG tokenizer and large brainwave models.",
@@ -229,6 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     convert.add_argument("checkpoint", help="path to the released state dict (.safetensors, .pt, .pth)")
     convert.add_argument("--output", "-o", required=True, help="folder to write the converted model to")
+    convert.add_argument("--overwrite", action="store_true", help="replace a model already in --output")
     convert.set_defaults(run=_convert_official)
 
     prepare = commands.add_parser(
@@ -284,6 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--max-windows", type=int, default=None, help="evaluate at most this many windows")
     evaluate.add_argument("--output", default=None, help="write the metrics as JSON here")
     evaluate.add_argument("--figure", default=None, help="write a PNG (traces, PSD overlay, rate-distortion) here")
+    evaluate.add_argument("--overwrite", action="store_true", help="replace existing --output / --figure files")
     evaluate.set_defaults(run=_evaluate_tokenizer)
 
     tokenize = commands.add_parser(
@@ -323,11 +412,16 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate_lbm.add_argument("--codes", required=True, help="code dataset folder (`neurorvq tokenize`)")
     evaluate_lbm.add_argument("--data", required=True, help="the prepared dataset the codes came from (real EEG)")
     evaluate_lbm.add_argument("--tokenizer", default=None, help="tokenizer (default: the one named in the LBM config)")
-    evaluate_lbm.add_argument("--samples", type=int, default=16, help="synthetic recordings to draw (default: %(default)s)")
+    evaluate_lbm.add_argument("--samples", type=int, default=32, help="synthetic recordings to draw (default: %(default)s)")
     evaluate_lbm.add_argument("--seconds", type=int, default=8, help="seconds per synthetic recording (default: %(default)s)")
     evaluate_lbm.add_argument("--seed", type=int, default=0, help="sampling seed (default: %(default)s)")
+    evaluate_lbm.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default: %(default)s)")
+    evaluate_lbm.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass (default: off)")
     evaluate_lbm.add_argument("--output", default=None, help="write the metrics as JSON here")
     evaluate_lbm.add_argument("--figure", default=None, help="write the realism PNG here")
+    evaluate_lbm.add_argument("--curve", default=None,
+                              help="write the learning curve PNG here (needs the training run's log.jsonl in MODEL)")
+    evaluate_lbm.add_argument("--overwrite", action="store_true", help="replace existing --output / --figure files")
     evaluate_lbm.set_defaults(run=_evaluate_lbm)
 
     generate = commands.add_parser(
@@ -344,11 +438,14 @@ def build_parser() -> argparse.ArgumentParser:
                                "--channels or --prompt)")
     generate.add_argument("--channels", default=None,
                           help="comma-separated channel names instead of --montage, e.g. fp1,fp2,c3,c4,o1,o2")
-    generate.add_argument("--out", "-o", required=True, help="output recording, .edf or .fif")
+    generate.add_argument("--out", "-o", required=True, help="output recording, .edf or .fif (never replaced without "
+                          "--overwrite)")
+    generate.add_argument("--overwrite", action="store_true", help="replace existing --out / --plot files")
     generate.add_argument("--plot", default=None, help="write a PNG here: traces + PSD against the training PSD")
     generate.add_argument("--seed", type=int, default=0, help="sampling seed; same seed, same EEG (default: %(default)s)")
-    generate.add_argument("--temperature", type=float, default=0.7,
-                          help="sampling temperature, 0 = greedy; 0.7 measured closest to real band power (default: %(default)s)")
+    generate.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE,
+                          help="sampling temperature, 0 = greedy; chosen by the bundled models' realism and prompt "
+                               "specificity (default: %(default)s)")
     generate.add_argument("--top-k", type=_positive_int, default=None, help="sample among the k most likely codes")
     generate.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass in (0, 1]")
     generate.add_argument("--prompt", default=None, help="recording to continue (any file MNE reads)")
@@ -367,7 +464,13 @@ def build_parser() -> argparse.ArgumentParser:
                     "against the preprocessed input; optionally write the reconstruction (EDF/FIF) and a PNG.",
     )
     reconstruct.add_argument("recording", help="recording file")
-    reconstruct.add_argument("--out", "-o", default=None, help="write the reconstruction here (.edf or .fif)")
+    reconstruct.add_argument("--out", "-o", default=None, help="write the reconstruction here (.edf or .fif; never the "
+                             "input, and an existing file only with --overwrite)")
+    reconstruct.add_argument("--overwrite", action="store_true", help="replace existing --out / --plot files")
+    reconstruct.add_argument("--channel-names", default=None,
+                             help="comma-separated labels of the columns of a .txt recording (microvolts)")
+    reconstruct.add_argument("--sampling-rate", type=float, default=None,
+                             help="sampling rate (Hz) of a .txt recording whose file name does not hold it")
     reconstruct.add_argument("--plot", default=None, help="write a PNG (original vs reconstruction) here")
     reconstruct.add_argument("--max-seconds", type=_positive_int, default=None, help="use only the first seconds")
     reconstruct.add_argument("--normalize-phase", action="store_true",
@@ -385,6 +488,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     training_psd.add_argument("--data", required=True, help="dataset folder written by `neurorvq prepare`")
     training_psd.add_argument("--output", "-o", required=True, help="JSON file to write")
+    training_psd.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     training_psd.add_argument("--split", default="train", help="split to average (default: %(default)s)")
     training_psd.add_argument("--max-windows", type=_positive_int, default=None, help="use at most this many windows")
     training_psd.set_defaults(run=_training_psd)
@@ -395,8 +499,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except ValueError as error:  # bad input: say what is wrong, no traceback
-        print(f"neurorvq {args.command}: error: {error}", file=sys.stderr)
+    except (ValueError, OSError) as error:  # the user's mistake (bad input, missing/unwritable path): one line
+        message = " ".join(str(error).split()) or type(error).__name__
+        print(f"neurorvq {args.command}: error: {message}", file=sys.stderr)
         return 2
 
 

@@ -1,8 +1,9 @@
 """`transformers.pipeline("eeg-generation")`: sample synthetic EEG from a large brainwave model (LBM).
 
 The LBM samples tokenizer codes; the NeuroRVQ tokenizer (an extra component, loaded from
-`model.config.tokenizer_name_or_path` unless `tokenizer_model=` is given) decodes them to microvolts with
-`normalize_phase=True` (realistic amplitude).
+`model.config.tokenizer_name_or_path` unless `tokenizer_model=` is given) decodes them to microvolts (a
+released-design tokenizer with `normalize_phase=True`, for realistic amplitude; an mdct tokenizer decodes prompt and
+continuation as one signal, so there is no jump at the join).
 
     from transformers import pipeline
     import neurorvq.pipelines  # registers the tasks
@@ -24,6 +25,16 @@ import numpy as np
 import torch
 from transformers import Pipeline
 
+from neurorvq.lbm.sampling import (
+    DEFAULT_TEMPERATURE,
+    check_count,
+    check_sampling_controls,
+    check_seed,
+    check_temperature,
+    check_top_k,
+    check_top_p,
+)
+
 from ._eeg import (
     DEFAULT_TOKENIZER,
     SAMPLING_RATE,
@@ -34,10 +45,6 @@ from ._eeg import (
     to_raw,
 )
 
-# Measured on the bundled models (16 x 8 s samples against real validation EEG): temperature 1.0 / 0.85 / 0.7 / 0.5
-# gives band-power errors of +7..+12 / +5..+10 / +4..+8 / +2..+6 dB; 0.7 trims the loud-second outliers of the
-# undertrained LBM while keeping variety.
-DEFAULT_TEMPERATURE = 0.7
 
 _PREPROCESS = ("seconds", "num_patches", "channel_names", "montage", "num_samples", "prompt_channel_names",
                "prompt_sampling_rate", "prompt_seconds")
@@ -48,10 +55,11 @@ _POSTPROCESS = ("return_raw",)
 def load_eeg_tokenizer(name_or_model=None, default: str = DEFAULT_TOKENIZER):
     """A `NeuroRVQTokenizer` (eval mode) from a model object, a folder / bundled name, or `default`."""
     from neurorvq.tokenizer import NeuroRVQTokenizer
+    from neurorvq.tokenizer.loading import load_model
 
     if isinstance(name_or_model, NeuroRVQTokenizer):
         return name_or_model.eval()
-    return NeuroRVQTokenizer.from_pretrained(name_or_model or default).eval()
+    return load_model(NeuroRVQTokenizer, name_or_model or default).eval()
 
 
 class EEGGenerationPipeline(Pipeline):
@@ -68,7 +76,7 @@ class EEGGenerationPipeline(Pipeline):
         seconds / num_patches: seconds (= patches) to generate after the prompt (default 10), integer > 0.
         channel_names / montage: channels to generate (list or comma-separated names, or `"standard_1020"`);
             default: the prompt's channels, else standard_1020. With a prompt they select prompt channels.
-        temperature (default `DEFAULT_TEMPERATURE` = 0.7), top_k, top_p: sampling controls.
+        temperature (default `DEFAULT_TEMPERATURE` = 0.9), top_k, top_p: sampling controls.
         seed: integer for reproducible samples (same seed -> identical output); None: torch's global RNG.
         num_samples: independent samples (default 1); > 1 returns a list.
         return_raw: also return `"raw"`, an `mne.io.RawArray` in Volts with conventional channel names.
@@ -94,6 +102,12 @@ class EEGGenerationPipeline(Pipeline):
         unknown = set(kwargs) - set(_PREPROCESS + _FORWARD + _POSTPROCESS)
         if unknown:
             raise ValueError(f"unknown arguments {sorted(unknown)}")
+        # sampling controls are checked here, before the prompt is read and encoded
+        if "temperature" in kwargs:
+            kwargs["temperature"] = check_temperature(kwargs["temperature"])
+        for name, check in (("top_k", check_top_k), ("top_p", check_top_p), ("seed", check_seed)):
+            if name in kwargs:
+                kwargs[name] = check(kwargs[name])
         pick = lambda names: {k: kwargs[k] for k in names if k in kwargs}  # noqa: E731
         return pick(_PREPROCESS), pick(_FORWARD), pick(_POSTPROCESS)
 
@@ -106,22 +120,22 @@ class EEGGenerationPipeline(Pipeline):
                    prompt_channel_names=None, prompt_sampling_rate=None, prompt_seconds=None):
         if seconds is not None and num_patches is not None:
             raise ValueError("pass seconds or num_patches, not both")
-        patches = num_patches if num_patches is not None else (10 if seconds is None else seconds)
-        if isinstance(patches, float) and float(patches).is_integer():
-            patches = int(patches)
-        if isinstance(patches, bool) or not isinstance(patches, int) or patches <= 0:
-            raise ValueError(f"seconds / num_patches must be a positive integer, got {patches!r}")
-        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-            raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
-        if prompt_seconds is not None and (not isinstance(prompt_seconds, int) or prompt_seconds < 1):
-            raise ValueError(f"prompt_seconds must be a positive integer, got {prompt_seconds!r}")
+        patches = check_count("seconds / num_patches",
+                              num_patches if num_patches is not None else (10 if seconds is None else seconds))
+        num_samples = check_count("num_samples", num_samples)
+        if prompt_seconds is not None:
+            prompt_seconds = check_count("prompt_seconds", prompt_seconds)
         channels = resolve_channels(channel_names, montage)
         inputs = {"num_patches": patches, "num_samples": num_samples, "prompt_codes": None,
                   "prompt_scale_codes": None}
         if prompt is None:
             inputs["channel_names"] = channels or resolve_channels(None, "standard_1020")
             return inputs
-        windows = load_recording(prompt, prompt_channel_names, prompt_sampling_rate, max_seconds=prompt_seconds)
+        # a lapped (mdct) tokenizer windows the last frame of an encoded signal as an end frame, which a
+        # continuation would not match: one more second is read (when there is one) and its codes dropped
+        lapped = getattr(self.eeg_tokenizer, "is_mdct", False)
+        windows = load_recording(prompt, prompt_channel_names, prompt_sampling_rate,
+                                 max_seconds=None if prompt_seconds is None else prompt_seconds + lapped)
         if channels is not None:  # select (and order) prompt channels
             missing = [n for n in channels if n not in windows["channel_names"]]
             if missing:
@@ -130,6 +144,13 @@ class EEGGenerationPipeline(Pipeline):
             windows = {"input_values": windows["input_values"][:, rows], "padding_mask": windows["padding_mask"][:, rows],
                        "channel_names": channels}
         encoded = encode_windows(self.eeg_tokenizer, windows)
+        if lapped:
+            keep = encoded["codes"].shape[-1] - 1
+            if prompt_seconds is not None:
+                keep = min(keep, prompt_seconds)
+            if keep < 1:
+                raise ValueError("a prompt needs at least 2 s of recording (the last second only closes the frames)")
+            encoded["codes"], encoded["scale_codes"] = encoded["codes"][..., :keep], encoded["scale_codes"][..., :keep]
         if prompt_seconds is not None:
             if encoded["codes"].shape[-1] < prompt_seconds:
                 raise ValueError(f"the prompt holds {encoded['codes'].shape[-1]} s, fewer than prompt_seconds={prompt_seconds}")
@@ -147,12 +168,15 @@ class EEGGenerationPipeline(Pipeline):
                                             progress=progress)
         names = inputs["channel_names"]
         prompt_patches = 0 if inputs["prompt_codes"] is None else inputs["prompt_codes"].shape[-1]
-        pieces = []
-        if prompt_patches:  # the prompt decodes on its own, exactly as its reconstruction from its codes
-            pieces.append(decode_codes(self.eeg_tokenizer, codes[..., :prompt_patches], names,
-                                       None if scale_codes is None else scale_codes[..., :prompt_patches]))
-        pieces.append(decode_codes(self.eeg_tokenizer, codes[..., prompt_patches:], names,
-                                   None if scale_codes is None else scale_codes[..., prompt_patches:]))
+        if getattr(self.eeg_tokenizer, "is_mdct", False):  # lapped frames: prompt and continuation decode as one
+            pieces = [decode_codes(self.eeg_tokenizer, codes, names, scale_codes)]
+        else:
+            pieces = []
+            if prompt_patches:  # the prompt decodes on its own, exactly as its reconstruction from its codes
+                pieces.append(decode_codes(self.eeg_tokenizer, codes[..., :prompt_patches], names,
+                                           None if scale_codes is None else scale_codes[..., :prompt_patches]))
+            pieces.append(decode_codes(self.eeg_tokenizer, codes[..., prompt_patches:], names,
+                                       None if scale_codes is None else scale_codes[..., prompt_patches:]))
         return {"eeg": np.concatenate(pieces, axis=-1), "channel_names": names, "prompt_seconds": prompt_patches,
                 "codes": codes, "scale_codes": scale_codes}
 
@@ -178,10 +202,13 @@ def generate_codes(model, channel_names, num_patches: int, num_samples: int = 1,
     """
     from tqdm.auto import tqdm
 
+    temperature, top_k, top_p = check_sampling_controls(temperature, top_k, top_p)
+    seed = check_seed(seed)
+    num_patches, num_samples = check_count("num_patches", num_patches), check_count("num_samples", num_samples)
     device = model.device
     generator = None
     if seed is not None:
-        generator = torch.Generator(device=device).manual_seed(int(seed))
+        generator = torch.Generator(device=device).manual_seed(seed)
     if prompt_codes is not None:
         prompt_codes = prompt_codes.to(device).expand(num_samples, *prompt_codes.shape[1:]).contiguous()
         if prompt_scale_codes is not None:

@@ -159,7 +159,8 @@ def test_dct_at_rate_hits_its_target_and_the_curve_is_monotone():
     for target in (40.0, 150.0):
         result = dct_at_rate(windows, target)
         assert result["bits_per_channel_second"] == pytest.approx(target, rel=0.05)
-        assert set(result) == {"step", "bits_per_channel_second", "zscored_mse", "pcc", "band_nmse"}
+        assert set(result) == {"step", "bits_per_channel_second", "zscored_mse", "pcc", "band_nmse", "amplitude_ratio",
+                               "seam_ratio"}
     low, high = dct_at_rate(windows, 40.0), dct_at_rate(windows, 150.0)
     assert high["zscored_mse"] < low["zscored_mse"]
     curve = dct_rate_distortion(windows, [0.5, 2.0, 8.0])

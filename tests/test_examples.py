@@ -7,7 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -28,7 +27,7 @@ def test_quickstart(tmp_path):
 def test_tokenize_and_reconstruct(eeg_dir):
     out = _run([str(EXAMPLES / "tokenize_and_reconstruct.py"), str(eeg_dir / "eegmat" / "Subject00_1.edf"),
                 "--seconds", "3"])
-    assert "codes (1, 4, 4, 19, 3)" in out and "PCC" in out
+    assert "codes (1, 8, 2, 19, 3)" in out and "PCC" in out  # the bundled mdct tokenizer: 8 bands x 2 stages
 
 
 def test_continue_recording(eeg_dir, tmp_path):
@@ -52,7 +51,7 @@ def test_train_on_your_recordings(eeg_dir, tmp_path):
         (recordings / name).symlink_to(eeg_dir / "eegmat" / name)
     configs = EXAMPLES.parent / "configs"
     out = _run([str(EXAMPLES / "train_on_your_recordings.py"), str(recordings), "--output", str(tmp_path / "run"),
-                "--tokenizer-config", str(configs / "tokenizer" / "tiny.json"),
+                "--tokenizer-config", str(configs / "tokenizer" / "tiny-mdct.json"),
                 "--lbm-config", str(configs / "lbm" / "tiny-depthwise.json"),
                 "--tokenizer-steps", "2", "--lbm-steps", "2", "--batch-size", "2"])
     assert "sampled (19, 800)" in out

@@ -162,7 +162,8 @@ def test_loss_falls_on_structured_codes(layout):
         optimizer.step()
         losses.append(loss.item())
     assert math.isfinite(losses[-1])
-    assert losses[0] == pytest.approx(math.log(16), rel=0.15)  # near uniform at initialisation
+    # near uniform at initialisation (depth-wise: code embeddings at std d^-1/2 give logits of std ~1, so a little above)
+    assert math.log(16) * 0.85 < losses[0] < math.log(16) + (1.0 if layout == "depthwise" else 0.4)
     assert losses[-1] < 0.5 * losses[0], losses
 
 
@@ -321,7 +322,9 @@ def test_shipped_configs():
         assert config.layout == name.split("-")[1]
     for name in ("small-depthwise", "small-flattened"):
         config = LBMConfig.from_json_file(str(CONFIGS / f"{name}.json"))
-        assert (config.num_scales, config.num_quantizers, config.codebook_size, config.num_scale_tokens) == (4, 4, 512, 256)
+        # the code alphabet of the bundled tokenizer's config
+        tokenizer = NeuroRVQConfig.from_json_file(str(REPO_ROOT / "configs" / "tokenizer" / "small.json"))
+        assert config.code_layout == CodeLayout.from_tokenizer_config(tokenizer)
         # depth-wise sees 16 s of 19 channels; flattened (18 steps per position) 4 s, to stay CPU-trainable
         assert config.positions_per_context == (16 if config.layout == "depthwise" else 4) * 19
         with torch.device("meta"):  # count parameters without allocating them
@@ -365,3 +368,15 @@ def test_bad_input_raises_value_error():
     long_model = tiny_model("depthwise", max_positions=4)
     with pytest.raises(ValueError, match="max_positions"):
         long_model(positions, channel_ids, time_ids)
+
+
+def test_neighbour_tokens_are_the_previous_channel_and_the_previous_second():
+    # 2 patches x 3 channels, M = 2 streams; token value = 10 * position + stream
+    positions = torch.arange(6)[None, :, None] * 10 + torch.arange(2)[None, None, :]
+    channel_ids, time_ids = channel_and_time_ids(torch.tensor([[7, 3, 5]]), 2)
+    neighbours = LBMForCausalLM.neighbour_tokens(positions, channel_ids, time_ids)
+    assert neighbours.shape == (1, 6, 2, 2)
+    previous_channel, previous_second = neighbours[0, :, 0, 0].tolist(), neighbours[0, :, 0, 1].tolist()
+    assert previous_channel == [-1, 0, 10, -1, 30, 40]  # none for the first channel of each second
+    assert previous_second == [-1, -1, -1, 0, 10, 20]  # none in the first second
+    assert neighbours[0, 4, 1].tolist() == [31, 11]  # stream 1 reads stream 1

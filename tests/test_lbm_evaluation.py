@@ -12,6 +12,7 @@ from neurorvq.lbm.evaluation import (
     BANDS,
     band_powers,
     bigram_nll,
+    count_baselines,
     format_realism,
     plot_realism,
     realism_report,
@@ -76,6 +77,34 @@ def test_bigram_captures_a_persistent_stream_the_unigram_cannot():
         assert result["bits_per_code"] == pytest.approx(np.mean(result["bits_per_stream"]))
         assert result["bits_per_position"] == pytest.approx(2 * result["bits_per_code"])
         assert result["num_codes"] == 20 * 4 * 64 * 2
+
+
+def test_count_baselines_find_the_context_each_stream_depends_on():
+    rng = np.random.default_rng(8)
+    vocab, channels, patches = 16, 4, 20
+
+    def rows(count):
+        out = []
+        for _ in range(count):
+            codes = rng.integers(0, vocab, (1, 3, channels, patches))
+            codes[0, 0] = codes[0, 0, :1]  # stream 0: every channel repeats channel 0 (same second)
+            codes[0, 1] = codes[0, 1, :, :1]  # stream 1: every second repeats second 0 (same channel)
+            out.append(code_row(codes))  # stream 2: uniform noise
+        return out
+
+    result = count_baselines(rows(150), rows(30), [vocab] * 3)
+    log2v = math.log2(vocab)
+    assert result["unigram"]["bits_per_stream"] == pytest.approx([log2v] * 3, abs=0.1)
+    channel, second = result["previous_channel"]["bits_per_stream"], result["previous_second"]["bits_per_stream"]
+    assert channel[0] < 0.4 * log2v and channel[1] > 0.9 * log2v  # only the first channel pays
+    assert second[1] < 0.2 * log2v and second[0] > 0.9 * log2v
+    mixed = result["interpolated"]
+    for stream in range(3):  # the mixture is never much worse than its best member
+        best = min(result[name]["bits_per_stream"][stream] for name in ("unigram", "previous_channel", "previous_second"))
+        assert mixed["bits_per_stream"][stream] < best + 0.3
+    assert mixed["bits_per_position"] < min(result[n]["bits_per_position"] for n in ("unigram", "previous_channel",
+                                                                                     "previous_second"))
+    assert len(mixed["weights"]) == 3 and all(abs(sum(w) - 1) < 1e-6 for w in mixed["weights"])
 
 
 def test_unigram_of_uniform_codes_is_log2_vocab():
@@ -178,13 +207,15 @@ def test_realism_of_a_second_sample_of_the_same_process():
     # many short items: folds keep items whole, so the item count sets the accuracy's noise
     report = realism_report(eeg_like(rng, 80, seconds=8), eeg_like(rng, 80, seconds=8))
     classifier = report["classifier"]
-    assert classifier["n_segments_per_class"] == 80 * 4 * 2
+    assert classifier["n_segments_per_class"] == 80 * 2  # 4-s segments of all channels
     assert classifier["accuracy"] < 0.65
+    assert report["amplitude"]["ratio"] == pytest.approx(1.0, abs=0.15)
+    assert abs(report["correlation"]["synthetic"] - report["correlation"]["real"]) < 0.05
     for band in BANDS:
         assert abs(report["bands"][band]["difference_db"]) < 1.0
     assert abs(report["slope"]["synthetic_mean"] - report["slope"]["real_mean"]) < 0.1
     table = format_realism(report)
-    assert table.count("\n") == len(BANDS) + 3 and "alpha" in table and "accuracy" in table
+    assert table.count("\n") == len(BANDS) + 6 and "alpha" in table and "accuracy" in table
 
 
 def test_realism_of_white_noise_against_eeg():
@@ -195,13 +226,29 @@ def test_realism_of_white_noise_against_eeg():
     noise.append(20 * rng.standard_normal((2, 600)))
     report = realism_report(noise, real)
     classifier = report["classifier"]
-    assert classifier["n_segments_per_class"] == 20 * 4 * 5  # the larger class (noise) is subsampled
+    assert classifier["n_segments_per_class"] == 20 * 5  # the 3-s item gives no 4-s segment
     assert classifier["accuracy"] > 0.9
     # white noise lacks the 1/f excess at low frequencies and the alpha peak, and has more gamma
     assert report["bands"]["alpha"]["difference_db"] < -5
     assert report["bands"]["delta"]["difference_db"] < -5
     assert report["bands"]["gamma"]["difference_db"] > 4
     assert report["slope"]["synthetic_mean"] - report["slope"]["real_mean"] > 0.7
+
+
+def test_realism_sees_missing_inter_channel_correlation_and_seams():
+    rng = np.random.default_rng(7)
+    real = []
+    for item in eeg_like(rng, 40, channels=6, seconds=8):  # a shared source on every channel: correlated
+        real.append(item + 2 * item[:1])
+    independent = eeg_like(rng, 40, channels=6, seconds=8)  # same spectra, channels independent
+    blocky = []
+    for item in independent:  # every 1-s block shifted by its own offset: jumps at the seams
+        offsets = np.repeat(rng.normal(0, 20, (item.shape[0], item.shape[1] // FS)), FS, axis=1)
+        blocky.append(item + offsets)
+    report = realism_report(independent, real)
+    assert report["correlation"]["real"] > report["correlation"]["synthetic"] + 0.3
+    assert report["classifier"]["accuracy"] > 0.9  # the correlation feature alone separates them
+    assert realism_report(blocky, real)["seam"]["synthetic"] > 3 * realism_report(blocky, real)["seam"]["real"]
 
 
 def test_plot_realism_writes_a_png(tmp_path):

@@ -96,3 +96,37 @@ def test_bundled_lbm_loads_offline_and_samples_microvolts(tokenizer, monkeypatch
     eeg = tokenizer.decode(sample["codes"], names, scale_codes=sample["scale_codes"])
     assert eeg.shape == (1, 4, 400) and torch.isfinite(eeg).all()
     assert 0.1 < float(eeg.std()) < 1000  # microvolts, not volts and not noise blown up
+
+
+def test_tiny_lbm_overfits_a_handful_of_real_windows_far_below_unigram(codes_dir, tokenizer):
+    """The mechanics learn: full-batch steps on 4 real windows drive their NLL far below their own unigram."""
+    import math
+
+    import numpy as np
+
+    from neurorvq.lbm.evaluation import unigram_nll
+
+    from neurorvq.lbm.data import collate_codes
+
+    rows = load_codes(codes_dir / "codes", "train")
+    rows = [rows[i] for i in range(len(rows)) if len(rows[i]["channel_indices"]) == 19
+            and int(rows[i]["valid_patches"]) == np.asarray(rows[i]["codes"]).shape[-1]][:4]
+    assert len(rows) == 4
+    sizes = LBMConfig.from_tokenizer_config(tokenizer.config).code_layout.stream_vocab_sizes
+    unigram = unigram_nll(rows, rows, sizes)["bits_per_code"]  # fitted on these very windows
+    torch.manual_seed(0)
+    config = LBMConfig.from_tokenizer_config(tokenizer.config, hidden_size=64, num_layers=2, num_heads=2,
+                                             depth_hidden_size=64, depth_layers=1, depth_heads=2, max_positions=304,
+                                             max_patches=16)
+    model = LBMForCausalLM(config)
+    model.init_code_embeddings(tokenizer)
+    batch = collate_codes(rows, max_positions=76, max_patches=16, generator=torch.Generator().manual_seed(0))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for _ in range(120):
+        loss = model(batch["positions"], batch["channel_ids"], batch["time_ids"], labels=True,
+                     position_mask=batch["position_mask"]).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    bits = float(loss) / math.log(2)
+    assert np.isfinite(bits) and bits < 0.5 * unigram, (bits, unigram)

@@ -6,6 +6,7 @@ from .channels import CHANNEL_VOCABULARY
 from .configuration_neurorvq import NeuroRVQConfig
 from .convert_official import convert_official_checkpoint, load_official
 from .feature_extraction_neurorvq import NeuroRVQFeatureExtractor
+from .loading import install_bundled_name_resolution
 from .modeling_neurorvq import (
     NeuroRVQEncoderOutput,
     NeuroRVQOutput,
@@ -16,6 +17,7 @@ from .modeling_neurorvq import (
 AutoConfig.register(NeuroRVQConfig.model_type, NeuroRVQConfig, exist_ok=True)
 AutoModel.register(NeuroRVQConfig, NeuroRVQTokenizer, exist_ok=True)
 AutoFeatureExtractor.register(NeuroRVQConfig, NeuroRVQFeatureExtractor, exist_ok=True)
+install_bundled_name_resolution()  # bundled names resolve offline in Auto*.from_pretrained and pipeline()
 
 __all__ = [
     "CHANNEL_VOCABULARY",

@@ -38,7 +38,8 @@ def normalize_channel_name(name: str) -> str:
 
     Steps, in order: strip whitespace; lower-case; strip trailing dots (EEGMMIDB ``"Fc5."``, ``"C5.."``);
     strip a leading ``"eeg "`` prefix (EDF ``"EEG Fp1"``); strip a reference suffix
-    (:data:`REFERENCE_SUFFIXES`); keep the first electrode of a bipolar label (``"Fpz-Cz"`` -> ``"fpz"``);
+    (:data:`REFERENCE_SUFFIXES`); keep the first electrode of a bipolar label (``"Fpz-Cz"`` -> ``"fpz"``;
+    :func:`map_channel_names` warns about it, since the signal is a difference of two electrodes);
     apply :data:`CHANNEL_ALIASES` (``"m1"`` -> ``"a1"``).
 
     The result need not be in the vocabulary; :func:`map_channel_names` decides what to do with it.
@@ -60,6 +61,20 @@ def normalize_channel_name(name: str) -> str:
     return CHANNEL_ALIASES.get(out, out)
 
 
+def is_bipolar(name: str) -> bool:
+    """A bipolar derivation such as ``"Fp1-F7"`` or ``"EEG Fpz-Cz"``: two electrodes, not one electrode against a
+    reference (``"C3-REF"``, ``"O1-M2"`` and the like are referential, see :data:`REFERENCE_SUFFIXES`)."""
+    if not isinstance(name, str):
+        return False
+    out = name.strip().lower().rstrip(".").strip()
+    if out.startswith("eeg "):
+        out = out[4:].strip()
+    if any(out.endswith(suffix) and len(out) > len(suffix) for suffix in REFERENCE_SUFFIXES):
+        return False
+    first, _, second = out.partition("-")
+    return bool(first.strip()) and bool(second.strip())
+
+
 def map_channel_names(
     names: Sequence[str],
     vocabulary: Sequence[str] = CHANNEL_VOCABULARY,
@@ -73,6 +88,8 @@ def map_channel_names(
     ``on_unknown="raise"`` raises ``ValueError`` listing every label that is not in the vocabulary after
     :func:`normalize_channel_name`; ``"drop"`` drops those channels with a warning naming them.
     Two labels that map to the same vocabulary name, or no channel left, raise ``ValueError``.
+    Bipolar labels (``"Fp1-F7"``, ``"EEG Fpz-Cz"``) are mapped onto their first electrode with a
+    :class:`BipolarChannelWarning` saying that the signal is not referential.
     """
     if on_unknown not in _ON_UNKNOWN:
         raise ValueError(f"on_unknown must be one of {_ON_UNKNOWN}, got {on_unknown!r}")
@@ -114,7 +131,19 @@ def map_channel_names(
         )
     if not mapped:
         raise ValueError(f"no channel of {names} is in the NeuroRVQ channel vocabulary")
+    bipolar = [f"{names[i]!r} -> {target!r}" for target, i in zip(mapped, kept) if is_bipolar(names[i])]
+    if bipolar:
+        warnings.warn(
+            f"bipolar channel(s) {', '.join(bipolar)}: each is the difference of two electrodes, but NeuroRVQ was "
+            "trained on referential EEG, so it is encoded as its first electrode and its codes and reconstructions "
+            "are out of distribution. Re-reference to single electrodes (e.g. mne.set_eeg_reference) for faithful "
+            "codes, or rename or drop the channel to silence this warning",
+            BipolarChannelWarning, stacklevel=2)
     return mapped, kept
+
+
+class BipolarChannelWarning(UserWarning):
+    """A bipolar derivation was mapped onto its first electrode (see `map_channel_names`)."""
 
 
 def channel_indices(names: Sequence[str], vocabulary: Sequence[str] = CHANNEL_VOCABULARY) -> list[int]:

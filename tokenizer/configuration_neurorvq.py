@@ -8,6 +8,7 @@ from transformers import PretrainedConfig
 
 from .channels import CHANNEL_VOCABULARY
 
+TOKEN_DESIGNS = ("released", "mdct")
 QUANTIZER_TYPES = ("official", "standard")
 AMPLITUDE_SIDE_INFORMATION = ("window_statistics", "scale_tokens")
 
@@ -18,6 +19,12 @@ class NeuroRVQConfig(PretrainedConfig):
     The defaults are the released EEG v1 sizes (`configs/tokenizer/official-eeg-v1.json`).
 
     Args:
+        token_design (`str`): `"released"` (the paper's model: multi-scale convolution + transformer encoder,
+            one residual quantizer per scale, a transformer decoder predicting each patch's FFT log-amplitude
+            and phase) or `"mdct"` (a lapped-transform codec: every channel's patches are MDCT frames with 50%
+            overlap, each "scale" is a frequency band of the MDCT coefficients, normalised by two per-patch
+            gains carried by the scale tokens and coded by its own residual quantizer whose codebooks are
+            fitted by k-means; decoding overlap-adds the frames, so patches have no seams).
         sampling_rate (`int`): samples per second of the model's input (Hz).
         patch_size (`int`): samples per patch (one token position = one channel x one patch).
         max_patches (`int`): most token positions in a window (channels x patches); also the number of
@@ -56,12 +63,23 @@ class NeuroRVQConfig(PretrainedConfig):
         phase_norm_weight (`float`): weight of the (sin^2 + cos^2 - 1)^2 penalty in the phase loss.
         layer_norm_eps (`float`), qk_norm_eps (`float`): LayerNorm epsilons (blocks/heads, per-head q/k).
         initializer_range (`float`): std of the truncated-normal initialisation.
+        band_edges (`list[int]`): `mdct` only: MDCT coefficient indices bounding the S bands (S + 1 increasing
+            numbers from 0 to patch_size; coefficient k is at (k + 1/2) * sampling_rate / (2 * patch_size) Hz).
+        gain_split (`int`): `mdct` only: coefficients below it are scaled by the first gain token (slow
+            rhythms), the rest by the second.
+        log_gain_range (`list[float]`): `mdct` only: the uniform grid of the gain tokens over the natural log
+            of the RMS coefficient (microvolts).
+        refiner_layers (`int`): `mdct` only: layers of the joint decoder, a transformer over every (channel,
+            patch) of a window that corrects the dequantised MDCT frames from what the other channels and
+            seconds carry (0 = none: decoding is the codebook lookup alone).
+        refiner_hidden_size (`int`), refiner_heads (`int`): its width and heads.
     """
 
     model_type = "neurorvq"
 
     def __init__(
         self,
+        token_design: str = "released",
         sampling_rate: int = 200,
         patch_size: int = 200,
         max_patches: int = 256,
@@ -96,8 +114,21 @@ class NeuroRVQConfig(PretrainedConfig):
         layer_norm_eps: float = 1e-5,
         qk_norm_eps: float = 1e-6,
         initializer_range: float = 0.02,
+        band_edges: list[int] | None = None,
+        gain_split: int = 16,
+        log_gain_range: list[float] | None = None,
+        refiner_layers: int = 0,
+        refiner_hidden_size: int = 128,
+        refiner_heads: int = 4,
         **kwargs,
     ):
+        self.refiner_layers = refiner_layers
+        self.refiner_hidden_size = refiner_hidden_size
+        self.refiner_heads = refiner_heads
+        self.token_design = token_design
+        self.band_edges = list(band_edges or [0, 16, 32, 60, 200])
+        self.gain_split = gain_split
+        self.log_gain_range = list(log_gain_range or [-4.0, 7.0])
         self.sampling_rate = sampling_rate
         self.patch_size = patch_size
         self.max_patches = max_patches
@@ -137,8 +168,16 @@ class NeuroRVQConfig(PretrainedConfig):
 
     @property
     def num_scales(self) -> int:
-        """Number of scales S: one conv branch, one quantizer and one decoder input per scale."""
+        """Number of scales S: one conv branch, one quantizer and one decoder input per scale (`released`),
+        or one frequency band and its quantizer (`mdct`)."""
+        if self.token_design == "mdct":
+            return len(self.band_edges) - 1
         return len(self.conv_kernel_sizes)
+
+    @property
+    def band_widths(self) -> list[int]:
+        """`mdct`: coefficients per band (the code dimension of each band's quantizer)."""
+        return [high - low for low, high in zip(self.band_edges[:-1], self.band_edges[1:])]
 
     def validate(self) -> None:
         """Raise `ValueError` naming the first invalid field."""
@@ -172,6 +211,10 @@ class NeuroRVQConfig(PretrainedConfig):
                 raise ValueError(f"NeuroRVQConfig.{name} must be [low, high] with low < high, got {low_high!r}")
         if self.num_scale_tokens < 2:
             raise ValueError(f"NeuroRVQConfig.num_scale_tokens must be >= 2, got {self.num_scale_tokens!r}")
+        if self.token_design not in TOKEN_DESIGNS:
+            raise ValueError(f"NeuroRVQConfig.token_design must be one of {TOKEN_DESIGNS}, got {self.token_design!r}")
+        if self.token_design == "mdct":
+            self._validate_mdct()
         if self.quantizer_type not in QUANTIZER_TYPES:
             raise ValueError(f"NeuroRVQConfig.quantizer_type must be one of {QUANTIZER_TYPES}, got {self.quantizer_type!r}")
         vocabulary = self.channel_vocabulary
@@ -205,6 +248,33 @@ class NeuroRVQConfig(PretrainedConfig):
             raise ValueError(
                 f"NeuroRVQConfig.num_attention_heads ({self.num_attention_heads}) must divide hidden_size ({self.hidden_size})"
             )
+
+    def _validate_mdct(self) -> None:
+        edges = self.band_edges
+        if (len(edges) < 2 or any(isinstance(e, bool) or not isinstance(e, int) for e in edges) or edges[0] != 0
+                or edges[-1] != self.patch_size or any(b <= a for a, b in zip(edges[:-1], edges[1:]))):
+            raise ValueError(f"NeuroRVQConfig.band_edges must increase from 0 to patch_size={self.patch_size}, "
+                             f"got {edges!r}")
+        if self.patch_size % 2:
+            raise ValueError(f"NeuroRVQConfig.patch_size must be even for the mdct design, got {self.patch_size}")
+        if isinstance(self.gain_split, bool) or not isinstance(self.gain_split, int) or not 0 < self.gain_split < self.patch_size:
+            raise ValueError(f"NeuroRVQConfig.gain_split must be an integer in (0, {self.patch_size}), got {self.gain_split!r}")
+        if len(self.log_gain_range) != 2 or not float(self.log_gain_range[0]) < float(self.log_gain_range[1]):
+            raise ValueError(f"NeuroRVQConfig.log_gain_range must be [low, high] with low < high, got {self.log_gain_range!r}")
+        for name in ("refiner_hidden_size", "refiner_heads"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"NeuroRVQConfig.{name} must be a positive integer, got {value!r}")
+        if isinstance(self.refiner_layers, bool) or not isinstance(self.refiner_layers, int) or self.refiner_layers < 0:
+            raise ValueError(f"NeuroRVQConfig.refiner_layers must be an integer >= 0, got {self.refiner_layers!r}")
+        if self.refiner_hidden_size % self.refiner_heads:
+            raise ValueError(f"NeuroRVQConfig.refiner_heads ({self.refiner_heads}) must divide refiner_hidden_size "
+                             f"({self.refiner_hidden_size})")
+        if self.amplitude_side_information != "scale_tokens":
+            raise ValueError("NeuroRVQConfig: the mdct design carries amplitude in scale tokens; set "
+                             "amplitude_side_information='scale_tokens'")
+        if self.quantizer_type != "standard":
+            raise ValueError("NeuroRVQConfig: the mdct design uses quantizer_type='standard'")
 
     def bits_per_channel_second(self, num_quantizers: int | None = None, num_channels: int = 1,
                                 num_patches: int = 1) -> float:

@@ -20,7 +20,14 @@ from typing import Iterable, Iterator
 import numpy as np
 import torch
 
-from .feature_extraction_neurorvq import NeuroRVQFeatureExtractor, rate_from_file_name, read_recording
+from .channels import BipolarChannelWarning
+from .checks import SignalQualityWarning, UnitWarning
+from .feature_extraction_neurorvq import (
+    NeuroRVQFeatureExtractor,
+    TruncatedRecordingWarning,
+    rate_from_file_name,
+    read_recording,
+)
 
 # Extensions that hold a recording MNE can open (companions like .fdt or .vmrk are opened through their header).
 RECORDING_SUFFIXES = {".edf", ".bdf", ".gdf", ".set", ".fif", ".vhdr", ".cnt", ".mff", ".nxe", ".eeg", ".txt"}
@@ -67,6 +74,21 @@ def _fingerprint(files: list[Path], settings: dict) -> str:
     return digest.hexdigest()
 
 
+def check_dataset_output(output_dir: Path, marker: str, inputs: Iterable[Path] = ()) -> None:
+    """A dataset folder may be (re)written only when it is new, empty, or a dataset of the same kind (`marker`):
+    never a folder of recordings or another command's output, and never one of the inputs."""
+    output_dir = Path(output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ValueError(f"output {output_dir} is a file: choose a folder for the dataset")
+    resolved = output_dir.resolve()
+    for path in inputs:
+        if Path(path).resolve().parent == resolved or resolved in Path(path).resolve().parents:
+            raise ValueError(f"output {output_dir} holds the input recording {path}: choose another --output folder")
+    if output_dir.is_dir() and any(output_dir.iterdir()) and not (output_dir / marker).is_file():
+        raise ValueError(f"output {output_dir} is not empty and holds no dataset of this kind (no {marker}): "
+                         "choose a new or empty --output folder, nothing was written")
+
+
 def split_subjects(subjects: list[str], validation_fraction: float, seed: int) -> set[str]:
     """Deterministic choice of round(fraction x n) (at least 1 if fraction > 0) validation subjects."""
     if not 0.0 <= validation_fraction < 1.0:
@@ -87,6 +109,7 @@ class PrepareReport:
     windows: dict[str, int] = field(default_factory=dict)
     subjects: dict[str, list[str]] = field(default_factory=dict)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    truncated: list[tuple[str, str]] = field(default_factory=list)  # files that end before their header says
 
 
 def prepare_dataset(
@@ -133,11 +156,13 @@ def prepare_dataset(
                     text_channel_names=text_channel_names)
     fingerprint = _fingerprint(files, settings)
     manifest_path = output_dir / "prepare_manifest.json"
+    check_dataset_output(output_dir, "prepare_manifest.json", files)
     if manifest_path.is_file() and (output_dir / "dataset_dict.json").is_file():
         manifest = json.loads(manifest_path.read_text())
         if manifest.get("fingerprint") == fingerprint:
             report = PrepareReport(str(output_dir), True, manifest["windows"], manifest["subjects"],
-                                   [tuple(s) for s in manifest["skipped"]])
+                                   [tuple(s) for s in manifest["skipped"]],
+                                   [tuple(t) for t in manifest.get("truncated", [])])
             return report
 
     report = PrepareReport(str(output_dir), False)
@@ -162,8 +187,12 @@ def prepare_dataset(
                 features = extractor(recording, channel_names=text_channel_names if is_text else None,
                                      on_unknown_channel=on_unknown_channel)
             for warning in caught:
-                if "unknown" in str(warning.message).lower():
-                    warnings.warn(f"{path}: {warning.message}")
+                if issubclass(warning.category, TruncatedRecordingWarning):
+                    report.truncated.append((str(path), str(warning.message)))
+                if issubclass(warning.category, (TruncatedRecordingWarning, SignalQualityWarning, UnitWarning,
+                                                 BipolarChannelWarning)) or "unknown" in str(warning.message).lower():
+                    message = str(warning.message)
+                    warnings.warn(message if str(path) in message else f"{path}: {message}", warning.category)
         except ValueError as error:
             message = str(error)
             if "no EEG channel" in message or "yielded no channels" in message:
@@ -210,11 +239,13 @@ def prepare_dataset(
         for name, columns in splits.items()
     })
     output_dir.mkdir(parents=True, exist_ok=True)
-    dataset.save_to_disk(str(output_dir))
+    # an empty split (validation_fraction=0) needs one (empty) shard, or `load_from_disk` cannot read it back
+    dataset.save_to_disk(str(output_dir), num_shards={name: 1 for name, split in dataset.items() if len(split) == 0})
     report.windows = {name: len(split) for name, split in dataset.items()}
     report.subjects = {name: sorted(set(split["subject_id"])) for name, split in dataset.items()}
     manifest_path.write_text(json.dumps(dict(fingerprint=fingerprint, windows=report.windows, subjects=report.subjects,
-                                             skipped=report.skipped, files=[str(p) for p in files]), indent=1))
+                                             skipped=report.skipped, truncated=report.truncated,
+                                             files=[str(p) for p in files]), indent=1))
     return report
 
 

@@ -11,6 +11,10 @@ Metrics (per window, then aggregated over an evaluation set):
 - `pearson_correlation`: Pearson r per channel, averaged over non-flat channels. Mean over windows.
 - `band_errors` / `band_nmse`: NMSE per EEG band after a zero-phase Butterworth band-pass; over a set,
   squared errors and energies are summed across windows before dividing.
+- `amplitude_ratio`: median over channels of std(reconstruction) / std(original); median over windows
+  (1 = real amplitude; an MSE-optimal decoder that shrinks uncertain components gives < 1).
+- `seam_ratio`: median squared sample-to-sample step across one-second patch boundaries over the median
+  squared step within patches; median over windows (real EEG: about 0.75 to 1.25; blocky decoding: >> 1).
 - `code_histogram` / `codebook_usage`: per (scale, stage), the fraction of the codebook used and the
   perplexity (exp of the entropy, nats) of the code histogram.
 
@@ -205,6 +209,28 @@ def band_nmse(original: Any, reconstruction: Any, valid_samples: int | None = No
     return {band: _ratio(error, energy) for band, (error, energy) in errors.items()}
 
 
+def amplitude_ratio(original: Any, reconstruction: Any, valid_samples: int | None = None) -> float:
+    """Median over channels of std(reconstruction) / std(original) for one window [C, T] (flat channels of
+    the original are skipped; NaN when all are flat)."""
+    x, y = _real_part(original, valid_samples), _real_part(reconstruction, valid_samples)
+    std_x, std_y = x.std(axis=1), y.std(axis=1)
+    keep = std_x > FLAT_STD
+    return float(np.median(std_y[keep] / std_x[keep])) if keep.any() else float("nan")
+
+
+def seam_ratio(x: Any, patch_size: int = BLOCK_SIZE, valid_samples: int | None = None) -> float:
+    """Median squared step x[t+1] - x[t] across patch boundaries (t + 1 a multiple of `patch_size`) over the
+    median squared step inside patches, for one signal [C, T]. NaN when it has no boundary."""
+    x = _real_part(x, valid_samples)
+    steps = np.diff(x, axis=1) ** 2  # [C, T - 1]; step t goes from sample t to t + 1
+    boundary = np.zeros(steps.shape[1], dtype=bool)
+    boundary[patch_size - 1::patch_size] = True
+    if not boundary.any() or boundary.all():
+        return float("nan")
+    within = float(np.median(steps[:, ~boundary]))
+    return float(np.median(steps[:, boundary]) / within) if within > 0 else float("nan")
+
+
 def _ratio(numerator: float, denominator: float) -> float:
     return float(numerator / denominator) if denominator > 0 else float("nan")
 
@@ -218,23 +244,30 @@ class FidelityAccumulator:
         self.pcc: list[float] = []
         self.band_error = dict.fromkeys(BANDS, 0.0)
         self.band_energy = dict.fromkeys(BANDS, 0.0)
+        self.amplitude_ratio: list[float] = []
+        self.seam_ratio: list[float] = []
 
     def add(self, original: Any, reconstruction: Any, valid_samples: int | None = None) -> None:
         """Score one window: original and reconstruction [C, T] µV."""
         x, y = _real_part(original, valid_samples), _real_part(reconstruction, valid_samples)
         self.zscored_mse.append(zscored_mse(x, y))
         self.pcc.append(pearson_correlation(x, y))
+        self.amplitude_ratio.append(amplitude_ratio(x, y))
+        self.seam_ratio.append(seam_ratio(y, BLOCK_SIZE))
         for band, (error, energy) in band_errors(x, y, sampling_rate=self.sampling_rate).items():
             self.band_error[band] += error
             self.band_energy[band] += energy
 
     def summary(self) -> dict[str, Any]:
-        """`zscored_mse` and `pcc` (means over windows; PCC skips all-flat windows) and `band_nmse`
-        (per band, summed errors over summed energies)."""
+        """`zscored_mse` and `pcc` (means over windows; PCC skips all-flat windows), `amplitude_ratio` and
+        `seam_ratio` (medians over windows) and `band_nmse` (per band, summed errors over summed energies)."""
         pcc = [p for p in self.pcc if not math.isnan(p)]
+        median = lambda values: float(np.nanmedian(values)) if np.isfinite(values).any() else float("nan")  # noqa: E731
         return {
             "zscored_mse": float(np.mean(self.zscored_mse)) if self.zscored_mse else float("nan"),
             "pcc": float(np.mean(pcc)) if pcc else float("nan"),
+            "amplitude_ratio": median(self.amplitude_ratio),
+            "seam_ratio": median(self.seam_ratio),
             "band_nmse": {band: _ratio(self.band_error[band], self.band_energy[band]) for band in BANDS},
         }
 
@@ -549,6 +582,7 @@ def evaluate_tokenizer(model, rows: Iterable[Any], batch_size: int = 16, max_win
         - at K stages: `bits_per_channel_second` (mean over windows, side information included),
           `zscored_mse`, `pcc`, `band_nmse` {band: NMSE}, `codebook_usage` and `codebook_perplexity`
           ([S][K] lists);
+        - `amplitude_ratio`, `seam_ratio` of the reconstructions, and `original_seam_ratio` (the input's own);
         - `rate_distortion`: for k = 1..K, {num_quantizers, bits_per_channel_second, zscored_mse};
         - `dct`: the reference codec at the tokenizer's full rate (step, bits_per_channel_second,
           zscored_mse, pcc, band_nmse);
@@ -601,6 +635,7 @@ def evaluate_tokenizer(model, rows: Iterable[Any], batch_size: int = 16, max_win
         **full.summary(),
         "codebook_usage": usage.tolist(),
         "codebook_perplexity": perplexity.tolist(),
+        "original_seam_ratio": float(np.nanmedian([seam_ratio(x, BLOCK_SIZE) for x in originals])),
         "rate_distortion": rate_distortion,
         "dct": codec.evaluate(codec.step_for_rate(full_rate), originals),
         "dct_rate_distortion": dct_points,
@@ -698,11 +733,12 @@ def plot_evaluation(model, rows: Iterable[Any], results: dict[str, Any], path: s
 def format_table(results: dict[str, Any]) -> str:
     """A markdown table of the tokenizer (K stages) and the DCT codec at the same rate:
     bits/ch-s, z-scored MSE, PCC and band NMSE."""
-    header = ["codec", "bits/ch-s", "z-MSE", "PCC"] + [f"{band} NMSE" for band in BANDS]
+    header = ["codec", "bits/ch-s", "z-MSE", "PCC", "amplitude ratio", "seam ratio"] + [f"{band} NMSE" for band in BANDS]
     rows = [(f"NeuroRVQ (K={results['num_quantizers']})", results), ("DCT + ideal entropy coder", results["dct"])]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     for name, row in rows:
-        cells = [name, f"{row['bits_per_channel_second']:.1f}", f"{row['zscored_mse']:.4f}", f"{row['pcc']:.3f}"]
+        cells = [name, f"{row['bits_per_channel_second']:.1f}", f"{row['zscored_mse']:.4f}", f"{row['pcc']:.3f}",
+                 f"{row.get('amplitude_ratio', float('nan')):.3f}", f"{row.get('seam_ratio', float('nan')):.2f}"]
         cells += [f"{row['band_nmse'][band]:.3f}" for band in BANDS]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -716,6 +752,7 @@ __all__ = [
     "as_window",
     "band_errors",
     "band_nmse",
+    "amplitude_ratio",
     "band_pass",
     "code_histogram",
     "codebook_usage",
@@ -728,6 +765,7 @@ __all__ = [
     "pearson_correlation",
     "plot_evaluation",
     "reconstruct_windows",
+    "seam_ratio",
     "shape_batches",
     "tokenizer_bits_per_channel_second",
     "zscore",

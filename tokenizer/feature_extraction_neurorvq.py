@@ -34,6 +34,7 @@ from scipy import signal
 from transformers import BatchFeature, FeatureExtractionMixin
 
 from .channels import CHANNEL_VOCABULARY, map_channel_names
+from .checks import FLAT_STD, SignalQualityWarning, UnitWarning
 
 # The released code lowers the band-pass high edge by this much below min(high, Nyquist).
 _HIGH_EDGE_MARGIN_HZ = 0.5
@@ -209,7 +210,9 @@ class NeuroRVQFeatureExtractor(FeatureExtractionMixin):
                         f"all recordings of a batch must map to the same channels in the same order; "
                         f"{source} has {names}, an earlier one has {shared_names}. Process them separately."
                     )
+                check_channels(x_uv, names, source)
                 x_uv = self.preprocess(x_uv, fs)
+                self._check_clipping(x_uv, names, source)
                 window, mask = self._window(x_uv, window_patches)
                 values.append(window)
                 masks.append(mask)
@@ -298,6 +301,19 @@ class NeuroRVQFeatureExtractor(FeatureExtractionMixin):
             values[k, :, : piece.shape[1]] = piece
             mask[k, :, : piece.shape[1]] = 1
         return values, mask
+
+    def _check_clipping(self, x: np.ndarray, names: list[str], source: str) -> None:
+        """Warn about channels that spend more than half of their samples at the clip level (a different unit);
+        when every channel does, `preprocess` already said so."""
+        if self.clip_microvolts is None or x.size == 0:
+            return
+        share = np.mean(np.abs(x) >= self.clip_microvolts, axis=-1)
+        over = np.flatnonzero(share > 0.5)
+        clipped = [f"{names[i]} ({share[i]:.0%})" for i in over]
+        if clipped and len(over) < len(names):
+            warnings.warn(f"{source}: channel(s) {clipped} reach the +-{self.clip_microvolts:g} µV clip level and are "
+                          "clipped: check their units (a channel in microvolts among channels in Volts is 1e6 times too "
+                          "loud) or the electrode contact", SignalQualityWarning, stacklevel=3)
 
     # ------------------------------------------------------------------ input handling
 
@@ -407,6 +423,36 @@ class NeuroRVQFeatureExtractor(FeatureExtractionMixin):
         return x, channel_names, sampling_rate, f"file {path}"  # already microvolts
 
 
+def check_channels(x_uv: np.ndarray, names: list[str], source: str) -> None:
+    """Warn about flat channels (no signal), amplifier-saturated channels (flat tops at their extreme value) and
+    channels a thousand times louder than the others (a different unit). Called before filtering, in µV."""
+    if x_uv.ndim != 2 or x_uv.shape[-1] < 2:
+        return
+    std = x_uv.std(axis=-1)
+    flat = std <= FLAT_STD
+    if flat.all():
+        warnings.warn(f"{source}: every channel is flat (constant): there is no EEG signal in it; its codes and "
+                      "reconstruction metrics mean nothing", SignalQualityWarning, stacklevel=3)
+        return
+    if flat.any():
+        warnings.warn(f"{source}: flat (constant) channel(s) {[names[i] for i in np.flatnonzero(flat)]}: they carry no "
+                      "EEG; drop them or mark them bad", SignalQualityWarning, stacklevel=3)
+    live = np.flatnonzero(~flat)
+    top, bottom = x_uv.max(axis=-1), x_uv.min(axis=-1)
+    at_extreme = np.maximum(np.mean(x_uv == top[:, None], axis=-1), np.mean(x_uv == bottom[:, None], axis=-1))
+    saturated = [names[i] for i in live if at_extreme[i] > 0.01 and x_uv.shape[-1] >= 1000]
+    if saturated:
+        warnings.warn(f"{source}: channel(s) {saturated} sit at their extreme value for more than 1% of the samples: "
+                      "the amplifier saturated (clipped); those stretches are not EEG", SignalQualityWarning, stacklevel=3)
+    if live.size > 1:
+        median = float(np.median(std[live]))
+        loud = [names[i] for i in live if std[i] > 1000 * median]
+        if loud:
+            warnings.warn(f"{source}: channel(s) {loud} are more than 1000x louder than the median channel "
+                          f"({median:.3g} µV std): a different unit (microvolts among Volts?); they will be clipped",
+                          UnitWarning, stacklevel=3)
+
+
 def _filtfilt(b: np.ndarray, a: np.ndarray, x: np.ndarray) -> np.ndarray:
     """Zero-phase filtering as released (`filtfilt`, odd padding); shortens the padding for tiny inputs."""
     padlen = min(3 * max(len(a), len(b)), x.shape[-1] - 1)
@@ -445,10 +491,56 @@ def read_recording(path: str | os.PathLike):
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"EEG file not found: {path}")
+    _check_edf_family_name(path)
     try:
-        return mne.io.read_raw(path, preload=True, verbose="error")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            raw = mne.io.read_raw(path, preload=True, verbose="warning")
     except Exception as err:
         raise ValueError(f"could not read EEG file {path}: {type(err).__name__}: {err}") from err
+    for warning in caught:
+        message = str(warning.message)
+        if "does not match the file size" in message:  # MNE's words for a truncated EDF/BDF
+            seconds = raw.n_times / raw.info["sfreq"]
+            declared = _declared_edf_seconds(path)
+            of = f" of the {declared:g} s its header declares" if declared else ""
+            warnings.warn(TruncatedRecordingWarning(
+                f"{path} is truncated: read {seconds:g} s{of} (the file ends early: an interrupted copy or "
+                "recording); only the part present is used"), stacklevel=2)
+    if not raw.ch_names:
+        raise ValueError(f"{path} holds no signal channel (an annotation-only file?): nothing to read as EEG")
+    return raw
+
+
+class TruncatedRecordingWarning(SignalQualityWarning):
+    """A recording file ends before the length its header declares."""
+
+
+_EDF_MAGIC, _BDF_MAGIC = b"0       ", b"\xffBIOSEMI"
+
+
+def _check_edf_family_name(path: Path) -> None:
+    """An EDF file named .bdf (or a BDF named .edf) is read by the wrong MNE reader: say so plainly."""
+    suffix = path.suffix.lower()
+    if suffix not in (".edf", ".bdf"):
+        return
+    with path.open("rb") as handle:
+        magic = handle.read(8)
+    if suffix == ".bdf" and magic == _EDF_MAGIC:
+        raise ValueError(f"{path} is an EDF file with a .bdf name: rename it to {path.with_suffix('.edf').name}")
+    if suffix == ".edf" and magic == _BDF_MAGIC:
+        raise ValueError(f"{path} is a BDF file with an .edf name: rename it to {path.with_suffix('.bdf').name}")
+
+
+def _declared_edf_seconds(path: Path) -> float | None:
+    """Duration an EDF/BDF header declares (records x record duration), or None."""
+    try:
+        with path.open("rb") as handle:
+            header = handle.read(256)
+        records, duration = int(header[236:244].decode("ascii").strip()), float(header[244:252].decode("ascii").strip())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    return records * duration if records > 0 and duration > 0 else None
 
 
 def _is_array(obj: Any) -> bool:
@@ -466,4 +558,4 @@ def _is_batch(obj: Any) -> bool:
     )
 
 
-__all__ = ["NeuroRVQFeatureExtractor", "infer_channel_type"]
+__all__ = ["NeuroRVQFeatureExtractor", "TruncatedRecordingWarning", "check_channels", "infer_channel_type"]

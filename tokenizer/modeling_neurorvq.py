@@ -1,18 +1,23 @@
 """NeuroRVQ: a multi-scale EEG tokenizer (Barmpas et al., arXiv 2510.13068) as a transformers model.
 
-EEG [B, C, T] microvolts at 200 Hz is cut into one-second patches (C x A token positions, channel-major).
-A four-branch temporal convolution turns every patch into one feature vector per scale; one shared
-transformer encodes the four scales (batched as one call); each scale is quantised by its own residual
-quantizer (K stages) into codes [B, S, K, C, A]. The decoder embeds each scale's quantised vectors, runs
-one shared transformer, and predicts per patch the z-scored log-amplitude and the phase (sin, cos) of its
-200-point FFT; an inverse FFT turns them back into microvolts, given the window's log-amplitude mean and
-std (the side information that codes alone do not carry).
-"""
+Two token designs share one API (`encode` -> codes [B, S, K, C, A] + scale codes, `decode` -> microvolts):
 
+- `released` (exact with the released code): EEG [B, C, T] microvolts at 200 Hz is cut into one-second patches
+  (C x A token positions, channel-major). A four-branch temporal convolution turns every patch into one feature
+  vector per scale; one shared transformer encodes the four scales (batched as one call); each scale is
+  quantised by its own residual quantizer (K stages). The decoder embeds each scale's quantised vectors, runs
+  one shared transformer, and predicts per patch the z-scored log-amplitude and the phase (sin, cos) of its
+  200-point FFT; an inverse FFT turns them back into microvolts, given the window's log-amplitude statistics.
+- `mdct` (the improved design): every channel's one-second patches are frames of a lapped transform (MDCT,
+  50% overlap, `transform.py`). Two gains per patch (slow and fast coefficients) are the scale tokens; each
+  "scale" is a frequency band of the gain-normalised frame, coded by its own residual quantizer (codebooks by
+  k-means, `codebook_fitting.py`). Decoding looks the codewords up, lets an optional transformer over all
+  channels and patches of the window correct them (the refiner), applies the gains and overlap-adds the
+  frames: real amplitude, and no seams at patch edges.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -23,8 +28,11 @@ from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
+from .checks import check_codes_not_empty, check_input_values
 from .configuration_neurorvq import NeuroRVQConfig
+from .loading import BUNDLED, load_pretrained
 from .quantization import ResidualVectorQuantizer
+from .transform import LappedTransform
 
 # ----------------------------------------------------------------------------------------------------
 # Outputs
@@ -39,12 +47,15 @@ class NeuroRVQEncoderOutput(ModelOutput):
         codes (`torch.LongTensor` [B, S, K, C, A]): code per (scale, stage, channel, patch).
         log_amplitude_mean (`torch.FloatTensor`): mean of log1p|FFT| of the microvolt patches: [B] over each
             window's real patches (`window_statistics`), or [B, C, A] per patch, as the scale tokens encode
-            it (`scale_tokens`). With `log_amplitude_std`, what decoding to microvolts needs.
-        log_amplitude_std (`torch.FloatTensor`): its standard deviation (unbiased), same shape.
+            it (`scale_tokens`). With `log_amplitude_std`, what decoding to microvolts needs. The mdct design:
+            the natural log of the slow coefficients' RMS gain [B, C, A], as its first scale token encodes it.
+        log_amplitude_std (`torch.FloatTensor`): its standard deviation (unbiased), same shape. The mdct design:
+            the log gain of the fast coefficients.
         scale_codes (`torch.LongTensor` [B, 2, C, A]): with `scale_tokens`, the quantised (mean, std) per
             patch; `decode` needs nothing else.
         patch_mask (`torch.BoolTensor` [B, C, A]): True where a patch holds real data.
-        quantized (`torch.FloatTensor` [B, S, C, A, code_dim]): the quantised vectors.
+        quantized (`torch.FloatTensor` [B, S, C, A, code_dim]): the quantised vectors (mdct: [B, 1, C, A,
+            patch_size], the dequantised gain-normalised frames).
     """
 
     codes: torch.LongTensor | None = None
@@ -336,6 +347,37 @@ class NeuroRVQDecoder(nn.Module):
         return self.amplitude_head(features), self.phase_sin_head(features), self.phase_cos_head(features)
 
 
+class NeuroRVQRefiner(nn.Module):
+    """`mdct` design, joint decoder: a transformer over every (channel, patch) of a window that corrects the
+    dequantised, gain-normalised MDCT frames with what the other channels and seconds carry (neighbouring
+    electrodes see the same sources, so their quantisation errors are partly predictable). Its output layer
+    starts at zero: an untrained refiner decodes exactly as the codebooks alone."""
+
+    def __init__(self, config: NeuroRVQConfig):
+        super().__init__()
+        dim, size = config.refiner_hidden_size, config.patch_size
+        self.frame_in = nn.Linear(size + 2, dim)
+        self.channel_embed = nn.Embedding(len(config.channel_vocabulary), dim)
+        self.patch_embed = nn.Embedding(config.max_patches, dim)
+        layer = nn.TransformerEncoderLayer(dim, config.refiner_heads, 4 * dim, dropout=0.0, activation="gelu",
+                                           batch_first=True, norm_first=True)
+        self.transformer = nn.TransformerEncoder(layer, config.refiner_layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(dim)
+        self.frame_out = nn.Linear(dim, size)
+        self.frame_out.zero_init = True  # (transformers initialises modules that own parameters: flag the Linear)
+
+    def forward(self, shapes: torch.Tensor, log_gains: torch.Tensor, channel_indices: torch.Tensor,
+                token_mask: torch.Tensor | None) -> torch.Tensor:
+        """shapes [B, C, A, P] (gain-normalised frames), log_gains [B, C, A, 2], channel_indices [B, C],
+        token_mask [B, C * A] (True = real) -> corrected shapes [B, C, A, P]."""
+        batch, channels, patches, size = shapes.shape
+        x = self.frame_in(torch.cat((shapes, log_gains / 4), dim=-1))  # log gains span about [-4, 7]
+        x = x + self.channel_embed(channel_indices)[:, :, None] + self.patch_embed.weight[:patches]
+        padding = None if token_mask is None else ~token_mask
+        x = self.transformer(x.reshape(batch, channels * patches, -1), src_key_padding_mask=padding)
+        return shapes + self.frame_out(self.norm(x)).reshape(batch, channels, patches, size)
+
+
 # ----------------------------------------------------------------------------------------------------
 # The model
 # ----------------------------------------------------------------------------------------------------
@@ -350,7 +392,10 @@ class NeuroRVQPreTrainedModel(PreTrainedModel):
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         std = self.config.initializer_range
-        if isinstance(module, (nn.Linear, nn.Conv2d)):
+        if getattr(module, "zero_init", False):  # the refiner's output: it starts as the identity
+            init.zeros_(module.weight)
+            init.zeros_(module.bias)
+        elif isinstance(module, (nn.Linear, nn.Conv2d)):
             init.trunc_normal_(module.weight, std=std, a=-std, b=std)
             if module.bias is not None:
                 init.zeros_(module.bias)
@@ -374,17 +419,7 @@ class NeuroRVQPreTrainedModel(PreTrainedModel):
 
 
 # Tokenizers shipped inside the package, loadable offline by name.
-BUNDLED_MODELS = {"neurorvq/tokenizer-small": Path(__file__).resolve().parent / "pretrained" / "tokenizer-small"}
-
-
-def resolve_bundled(name_or_path, bundled: dict[str, Path]):
-    """A bundled model's folder for its name (e.g. `"neurorvq/tokenizer-small"`), else `name_or_path` unchanged."""
-    folder = bundled.get(str(name_or_path))
-    if folder is None:
-        return name_or_path
-    if not (folder / "model.safetensors").is_file():
-        raise ValueError(f"the bundled model {name_or_path} is missing from {folder}")
-    return folder
+BUNDLED_MODELS = {name: folder for name, folder in BUNDLED.items() if folder.parent.parent.name == "tokenizer"}
 
 
 class NeuroRVQTokenizer(NeuroRVQPreTrainedModel):
@@ -393,31 +428,48 @@ class NeuroRVQTokenizer(NeuroRVQPreTrainedModel):
     Example:
 
     ```python
-    >>> tokenizer = NeuroRVQTokenizer.from_pretrained("path/to/model")
+    >>> tokenizer = NeuroRVQTokenizer.from_pretrained("neurorvq/tokenizer-small")  # mdct design, bundled
     >>> encoded = tokenizer.encode(eeg_microvolts, channel_names)  # eeg [B, C, A * 200] at 200 Hz
-    >>> eeg = tokenizer.decode(encoded.codes, channel_names, encoded.log_amplitude_mean, encoded.log_amplitude_std)
+    >>> eeg = tokenizer.decode(encoded.codes, channel_names, scale_codes=encoded.scale_codes)  # [B, C, A * 200] µV
     ```
     """
 
     def __init__(self, config: NeuroRVQConfig):
         super().__init__(config)
-        self.encoder = NeuroRVQEncoder(config)
+        is_mdct = config.token_design == "mdct"
+        code_dims = config.band_widths if is_mdct else [config.code_dim] * config.num_scales
+        if is_mdct:
+            self.transform = LappedTransform(config.patch_size)  # fixed: no weights
+            self.refiner = NeuroRVQRefiner(config) if config.refiner_layers else None
+        else:
+            self.encoder = NeuroRVQEncoder(config)
         self.quantizers = nn.ModuleList(
             ResidualVectorQuantizer(
-                config.num_quantizers, config.codebook_size, config.code_dim, config.quantizer_type,
+                config.num_quantizers, config.codebook_size, code_dim, config.quantizer_type,
                 config.ema_decay, config.kmeans_iters, config.commitment_weight, config.codebook_weight,
                 config.dead_code_threshold,
             )
-            for _ in range(config.num_scales)
+            for code_dim in code_dims
         )
-        self.decoder = NeuroRVQDecoder(config)
+        if not is_mdct:
+            self.decoder = NeuroRVQDecoder(config)
         self._vocabulary_index = {name: i for i, name in enumerate(config.channel_vocabulary)}
         self.post_init()
+
+    @property
+    def device(self) -> torch.device:
+        """The device of the weights, or of the codebooks (the mdct design has buffers only)."""
+        return next(iter(self.state_dict().values())).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return torch.float32 if self.is_mdct else super().dtype
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
         """`PreTrainedModel.from_pretrained`, plus the bundled names (e.g. `"neurorvq/tokenizer-small"`, offline)."""
-        return super().from_pretrained(resolve_bundled(pretrained_model_name_or_path, BUNDLED_MODELS), *args, **kwargs)
+        return load_pretrained(super().from_pretrained, pretrained_model_name_or_path, cls.config_class.model_type,
+                               *args, **kwargs)
 
     # ---- input checks -------------------------------------------------------------------------------
 
@@ -464,7 +516,7 @@ class NeuroRVQTokenizer(NeuroRVQPreTrainedModel):
             raise ValueError(f"the number of samples T={samples} must be a multiple of the patch size {patch}; "
                              "pad (with a padding_mask) or crop first")
         num_patches = samples // patch
-        if channels * num_patches > self.config.max_patches:
+        if channels * num_patches > self.config.max_patches and not self.is_mdct:  # mdct frames are local: any length
             raise ValueError(f"too many tokens: {channels} channels x {num_patches} patches = {channels * num_patches} "
                              f"> max_patches={self.config.max_patches}; use shorter windows or fewer channels")
         if not torch.isfinite(input_values).all():
@@ -489,8 +541,15 @@ class NeuroRVQTokenizer(NeuroRVQPreTrainedModel):
     def uses_scale_tokens(self) -> bool:
         return self.config.amplitude_side_information == "scale_tokens"
 
+    @property
+    def is_mdct(self) -> bool:
+        return self.config.token_design == "mdct"
+
     def _scale_grid(self, which: int) -> tuple[float, float]:
-        low, high = (self.config.scale_mean_range, self.config.scale_std_range)[which]
+        if self.is_mdct:  # both streams are log gains
+            low, high = self.config.log_gain_range
+        else:
+            low, high = (self.config.scale_mean_range, self.config.scale_std_range)[which]
         return float(low), float(high)
 
     def quantize_scales(self, mean: torch.Tensor, std: torch.Tensor) -> torch.LongTensor:
@@ -509,6 +568,8 @@ class NeuroRVQTokenizer(NeuroRVQPreTrainedModel):
         for which in range(2):
             low, high = self._scale_grid(which)
             values.append(low + scale_codes[:, which].float() * (high - low) / levels)
+        if self.is_mdct:
+            return values[0], values[1]  # (log gain of the slow band, of the fast band)
         return values[0], values[1].clamp(min=1e-4)
 
     def _spectrum_statistics(self, patches: torch.Tensor, token_mask: torch.Tensor | None):
@@ -544,7 +605,8 @@ class NeuroRVQTokenizer(NeuroRVQPreTrainedModel):
 
         Args:
             input_values: [B, C, T] float microvolts at `config.sampling_rate`, T a multiple of
-                `config.patch_size`, C * T / patch_size <= `config.max_patches`.
+                `config.patch_size`, C * T / patch_size <= `config.max_patches` (released design; the mdct design
+                encodes any length).
             channel_names: C vocabulary names (or one list per batch item).
             padding_mask: optional [B, C, T], 1 = real sample, 0 = padding.
             num_quantizers: use the first K' <= K stages of every scale.
@@ -553,11 +615,14 @@ class NeuroRVQTokenizer(NeuroRVQPreTrainedModel):
             [`NeuroRVQEncoderOutput`] with `codes` [B, S, K', C, A] and the window statistics that
             [`decode`] needs to return microvolts.
         """
+        input_values = check_input_values(input_values, padding_mask, channel_names)
         channel_indices, patch_mask = self._check_input(input_values, channel_names, padding_mask)
         batch, channels, samples = input_values.shape
         num_patches = samples // self.config.patch_size
         if num_quantizers is not None and not 1 <= num_quantizers <= self.config.num_quantizers:
             raise ValueError(f"num_quantizers must be in [1, {self.config.num_quantizers}], got {num_quantizers}")
+        if self.is_mdct:
+            return self._encode_mdct(input_values.to(self.device).float(), patch_mask, num_quantizers)
         token_mask = None if patch_mask is None else patch_mask.reshape(batch, -1)
         input_values = input_values.to(self.device)
         patches = rearrange(input_values, "b c (a p) -> b (c a) p", p=self.config.patch_size)
@@ -578,6 +643,7 @@ class NeuroRVQTokenizer(NeuroRVQPreTrainedModel):
         if not isinstance(codes, torch.Tensor) or codes.dim() != 5:
             shape = tuple(codes.shape) if isinstance(codes, torch.Tensor) else type(codes).__name__
             raise ValueError(f"codes must be a LongTensor [B, S, K, C, A], got {shape}")
+        check_codes_not_empty(codes)
         if codes.is_floating_point():
             raise ValueError(f"codes must be integers, got {codes.dtype}")
         b, s, k, c, a = codes.shape
@@ -585,13 +651,76 @@ class NeuroRVQTokenizer(NeuroRVQPreTrainedModel):
             raise ValueError(f"codes have {s} scales, the model has {self.config.num_scales}")
         if not 1 <= k <= self.config.num_quantizers:
             raise ValueError(f"codes have {k} stages, the model has 1 to {self.config.num_quantizers}")
-        if c * a > self.config.max_patches:
+        if c * a > self.config.max_patches and not self.is_mdct:
             raise ValueError(f"too many tokens: {c} channels x {a} patches > max_patches={self.config.max_patches}")
         if codes.numel() and (codes.min() < 0 or codes.max() >= self.config.codebook_size):
             raise ValueError(f"codes must lie in [0, {self.config.codebook_size}), got [{int(codes.min())}, {int(codes.max())}]")
 
+    # ---- the mdct design -----------------------------------------------------------------------------
+
+    def _gains(self, coefficients: torch.Tensor) -> torch.Tensor:
+        """MDCT coefficients [..., P] -> log RMS of the slow (< gain_split) and fast coefficients [..., 2]."""
+        split = self.config.gain_split
+        power = torch.stack((coefficients[..., :split].pow(2).mean(-1), coefficients[..., split:].pow(2).mean(-1)), -1)
+        return 0.5 * torch.log(power.clamp(min=1e-12))
+
+    def _apply_gains(self, values: torch.Tensor, log_gains: torch.Tensor, divide: bool) -> torch.Tensor:
+        """Scale coefficients [..., P] by the gains exp(log_gains [..., 2]) (or divide by them)."""
+        split, size = self.config.gain_split, self.config.patch_size
+        gain = torch.exp(log_gains).repeat_interleave(torch.tensor([split, size - split], device=values.device), dim=-1)
+        return values / gain if divide else values * gain
+
+    def mdct_shapes(self, coefficients: torch.Tensor) -> tuple[torch.Tensor, torch.LongTensor]:
+        """MDCT coefficients [B, C, A, P] (µV) -> gain-normalised coefficients [B, C, A, P] (what the band
+        quantizers code) and the scale codes [B, 2, C, A] (the two quantised log gains)."""
+        log_gains = self._gains(coefficients)  # [B, C, A, 2]
+        scale_codes = self.quantize_scales(log_gains[..., 0], log_gains[..., 1])  # [B, 2, C, A]
+        quantized_gains = torch.stack(self.dequantize_scales(scale_codes), dim=-1)
+        return self._apply_gains(coefficients, quantized_gains, divide=True), scale_codes
+
+    def _bands(self) -> list[tuple[int, int]]:
+        edges = self.config.band_edges
+        return list(zip(edges[:-1], edges[1:]))
+
+    def _encode_mdct(self, input_values: torch.Tensor, patch_mask, num_quantizers) -> NeuroRVQEncoderOutput:
+        """input_values [B, C, A * P] µV -> codes [B, S, K', C, A] and scale codes [B, 2, C, A]."""
+        shapes, scale_codes = self.mdct_shapes(self.transform(input_values))
+        codes = self._band_codes(shapes, num_quantizers)
+        log_mean, log_std = self.dequantize_scales(scale_codes)
+        return NeuroRVQEncoderOutput(codes=codes, log_amplitude_mean=log_mean, log_amplitude_std=log_std,
+                                     scale_codes=scale_codes, patch_mask=patch_mask,
+                                     quantized=self._band_shapes(codes).unsqueeze(1))  # [B, 1, C, A, P]
+
+    def _band_codes(self, shapes: torch.Tensor, num_quantizers: int | None = None) -> torch.LongTensor:
+        """Gain-normalised frames [B, C, A, P] -> codes [B, S, K', C, A] (each band by its own quantizer)."""
+        lead = shapes.shape[:3]
+        codes = [q.encode(shapes[..., low:high].reshape(-1, high - low), num_quantizers).reshape(-1, *lead)
+                 for (low, high), q in zip(self._bands(), self.quantizers)]  # S x [K', B, C, A]
+        return torch.stack(codes).permute(2, 0, 1, 3, 4).contiguous()
+
+    def _band_shapes(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes [B, S, K', C, A] -> dequantised gain-normalised frames [B, C, A, P]."""
+        return torch.cat([q.decode(codes[:, s].movedim(1, 0)) for s, q in enumerate(self.quantizers)], dim=-1)
+
+    def _synthesize(self, shapes: torch.Tensor, scale_codes: torch.Tensor, channel_indices: torch.Tensor,
+                    token_mask: torch.Tensor | None) -> torch.Tensor:
+        """Dequantised frames [B, C, A, P] + scale codes [B, 2, C, A] -> EEG [B, C, A * P] µV: the refiner's
+        correction (if any), the gains, and the overlap-added inverse MDCT."""
+        log_gains = torch.stack(self.dequantize_scales(scale_codes), dim=-1)  # [B, C, A, 2]
+        if self.refiner is not None:  # its context: windows of at most max_patches tokens, as in training
+            batch, channels, num_patches, _ = shapes.shape
+            step = max(1, self.config.max_patches // channels)
+            mask = None if token_mask is None else token_mask.reshape(batch, channels, num_patches)
+            shapes = torch.cat([
+                self.refiner(shapes[:, :, a:a + step], log_gains[:, :, a:a + step], channel_indices,
+                             None if mask is None else mask[:, :, a:a + step].reshape(batch, -1))
+                for a in range(0, num_patches, step)], dim=2)
+        return self.transform.inverse(self._apply_gains(shapes, log_gains, divide=False))
+
     def decode_spectrum(self, codes: torch.Tensor, channel_names, patch_mask: torch.Tensor | None = None) -> NeuroRVQSpectrumOutput:
         """Codes [B, S, K', C, A] -> the decoder's z-scored log-amplitude and phase, each [B, C, A, patch_size]."""
+        if self.is_mdct:
+            raise ValueError("decode_spectrum belongs to the released design; the mdct design decodes MDCT frames")
         self._check_codes(codes)
         return self._decode_spectrum(codes, channel_names, patch_mask)
 
@@ -651,15 +780,24 @@ class NeuroRVQTokenizer(NeuroRVQPreTrainedModel):
             scale_codes: [B, 2, C, A] amplitude scale tokens from [`encode`] (models with
                 `amplitude_side_information="scale_tokens"`): then codes alone decode to microvolts.
             patch_mask: optional [B, C, A], True = real patch (from [`encode`]).
-            normalize_phase: use only the direction of the predicted (cos, sin). The default (as released)
-                minimises the reconstruction MSE but shrinks the amplitude of uncertain frequencies; `True`
-                restores realistic amplitude (for generation) at a higher MSE.
+            normalize_phase: released design only: use only the direction of the predicted (cos, sin). The
+                default (as released) minimises the reconstruction MSE but shrinks the amplitude of uncertain
+                frequencies; `True` restores realistic amplitude (for generation) at a higher MSE. The mdct design
+                has no phase head: it decodes real amplitude either way and ignores this flag.
 
         Returns:
             EEG [B, C, A * patch_size] in microvolts.
         """
         self._check_codes(codes)
         batch, channels, num_patches = codes.shape[0], codes.shape[3], codes.shape[4]
+        if self.is_mdct:
+            if scale_codes is None:
+                raise ValueError("decode needs scale_codes (from encode): they carry the amplitude of every patch")
+            channel_indices = self.channel_indices(channel_names, batch, channels)
+            self._token_statistics(batch, channels, num_patches, None, None, scale_codes)  # validates scale codes
+            token_mask = None if patch_mask is None else patch_mask.to(self.device).bool().reshape(batch, -1)
+            shapes = self._band_shapes(codes.to(self.device))
+            return self._synthesize(shapes, torch.as_tensor(scale_codes, device=self.device), channel_indices, token_mask)
         mean, std = self._token_statistics(batch, channels, num_patches, log_amplitude_mean, log_amplitude_std,
                                            scale_codes)
         spectrum = self._decode_spectrum(codes, channel_names, patch_mask)  # codes checked above
@@ -682,12 +820,15 @@ class NeuroRVQTokenizer(NeuroRVQPreTrainedModel):
             [`NeuroRVQOutput`]: the weighted loss, its terms, the reconstruction in microvolts, z-scored input
             and reconstruction, codes and per-stage codebook usage and perplexity.
         """
+        input_values = check_input_values(input_values, padding_mask, channel_names)
         channel_indices, patch_mask = self._check_input(input_values, channel_names, padding_mask)
         config = self.config
         batch, channels, samples = input_values.shape
         num_patches = samples // config.patch_size
         token_mask = None if patch_mask is None else patch_mask.reshape(batch, -1)
         input_values = input_values.to(self.device)
+        if self.is_mdct:
+            return self._forward_mdct(input_values.float(), channel_indices, token_mask)
 
         patches = rearrange(input_values, "b c (a p) -> b (c a) p", p=config.patch_size).float()
         target_amplitude, target_sin, target_cos, mean, std, scale_codes = self._spectrum_statistics(patches, token_mask)
@@ -726,4 +867,28 @@ class NeuroRVQTokenizer(NeuroRVQPreTrainedModel):
             codebook_perplexity=perplexity,
             spectrum=NeuroRVQSpectrumOutput(log_amplitude=to_patches(log_amplitude), phase_sin=to_patches(sin),
                                             phase_cos=to_patches(cos)),
+        )
+
+    def _forward_mdct(self, input_values: torch.Tensor, channel_indices: torch.Tensor, token_mask) -> NeuroRVQOutput:
+        """Encode and decode with the mdct design. Codebooks are fixed (fitted by k-means, `codebook_fitting`); the
+        loss is the z-scored time-domain MSE, which trains the refiner when there is one."""
+        config = self.config
+        batch, channels, _ = input_values.shape
+        shapes, scale_codes = self.mdct_shapes(self.transform(input_values))
+        codes = self._band_codes(shapes)
+        signal = self._synthesize(self._band_shapes(codes), scale_codes, channel_indices, token_mask)
+        patches = lambda t: rearrange(t, "b c (a p) -> b (c a) p", p=config.patch_size)  # noqa: E731
+        zscored_input, _, _ = masked_standardize(patches(input_values), token_mask)
+        zscored_reconstruction, _, _ = masked_standardize(patches(signal), token_mask)
+        time_loss = masked_mean((zscored_reconstruction - zscored_input) ** 2, token_mask)
+        # per (scale, stage) code histogram of this batch, for the training log (padding patches included)
+        histogram = torch.stack([torch.stack([torch.bincount(codes[:, s, k].flatten(), minlength=config.codebook_size)
+                                              for k in range(codes.shape[2])]) for s in range(codes.shape[1])]).float()
+        probabilities = histogram / histogram.sum(-1, keepdim=True)
+        to_signal = lambda t: rearrange(t, "b (c a) p -> b c (a p)", c=channels)  # noqa: E731
+        return NeuroRVQOutput(
+            loss=config.time_loss_weight * time_loss, time_loss=time_loss, reconstruction=signal,
+            zscored_input=to_signal(zscored_input), zscored_reconstruction=to_signal(zscored_reconstruction),
+            codes=codes, scale_codes=scale_codes, codebook_usage=(histogram > 0).float().mean(-1),
+            codebook_perplexity=torch.exp(-(probabilities * probabilities.clamp(min=1e-10).log()).sum(-1)),
         )

@@ -198,7 +198,6 @@ class ResidualVectorQuantizer(nn.Module):
 
     def _forward(self, vectors: torch.Tensor, mask: torch.Tensor | None, num_quantizers: int | None) -> QuantizerOutput:
         stages = self.stages[: num_quantizers or len(self.stages)]
-        real = vectors if mask is None else vectors[mask]
         residual = vectors
         quantized = torch.zeros_like(vectors)
         codes, losses, usage, perplexity = [], [], [], []
@@ -234,6 +233,18 @@ class ResidualVectorQuantizer(nn.Module):
             usage=torch.stack(usage),
             perplexity=torch.stack(perplexity),
         )
+
+    @torch.no_grad()
+    def encode(self, vectors: torch.Tensor, num_quantizers: int | None = None) -> torch.LongTensor:
+        """Greedy residual encoding with frozen codebooks (no EMA update, no initialisation):
+        `vectors` [N, D] -> codes [K', N]. The same codes as `forward` in eval mode."""
+        residual, codes = vectors.float(), []
+        for stage in self.stages[: num_quantizers or len(self.stages)]:
+            target = F.normalize(residual, dim=-1) if self.normalize else residual
+            indices = stage.nearest(target)
+            residual = residual - stage.codebook[indices]
+            codes.append(indices)
+        return torch.stack(codes)
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """Sum of the stages' codewords: `codes` [K', ...] (K' <= K) -> [..., D]."""

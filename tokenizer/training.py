@@ -4,14 +4,27 @@
 (`no`/`bf16`/`fp16`), periodic `save_state`, exact `resume` (model, optimizer, scheduler, RNG, data position)
 and seeding, on one process or many (`accelerate launch`). Models bring a `step_fn(model, batch) -> output`
 whose output has `.loss`, and optionally a `metrics_fn(output) -> dict` for the log.
+
+Exact resume: a run killed after a checkpoint and resumed ends bit-identical to an uninterrupted one
+(`tests/test_robustness.py`). What makes it exact:
+- the data pipeline never draws from the global torch RNG (the DataLoader gets its own generator, and batch
+  crops are seeded per batch), so the global RNG saved with a checkpoint is exactly the model's RNG stream
+  (dropout, dead-code restarts, k-means) at that step, whatever the DataLoader had prefetched;
+- the epoch is set on the prepared loader itself (Accelerate's `DataLoaderShard` re-applies its own
+  iteration counter to the sampler on every `iter()`, which restarted data order at epoch 0 after a resume);
+- records past the checkpoint's step are dropped from `log.jsonl` (no step is logged twice);
+- checkpoints are written into a temporary folder and renamed when complete; folders without
+  `trainer_state.json` (half-written by an older version, or damaged) are skipped with a warning.
+A folder that already holds a run is refused unless `resume=True` (continue) or `overwrite=True` (replace).
 """
 
 from __future__ import annotations
 
 import json
-import math
+import os
 import shutil
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -40,8 +53,10 @@ class TrainingArguments:
     seed: int = 0
     deterministic: bool = False
     resume: bool = False
+    overwrite: bool = False
     num_workers: int = 0
     progress: bool = True
+    kmeans_vectors: int = 200_000  # mdct tokenizers: patches drawn for the codebooks' k-means
 
     def __post_init__(self):
         for name in ("max_steps", "batch_size", "gradient_accumulation_steps", "save_steps", "eval_steps", "logging_steps"):
@@ -51,6 +66,8 @@ class TrainingArguments:
             raise ValueError(f"TrainingArguments.mixed_precision must be 'no', 'bf16' or 'fp16', got {self.mixed_precision!r}")
         if self.warmup_steps < 0 or self.learning_rate <= 0:
             raise ValueError("TrainingArguments.warmup_steps must be >= 0 and learning_rate > 0")
+        if self.resume and self.overwrite:
+            raise ValueError("resume and overwrite contradict each other: pass one of them")
 
 
 @dataclass
@@ -83,9 +100,74 @@ def _parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def latest_checkpoint(output_dir: str | Path) -> Path | None:
-    checkpoints = sorted((Path(output_dir) / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+CHECKPOINT_COMPLETE = "trainer_state.json"  # written last, just before the temporary folder is renamed
+# What a training run writes into its output folder (removed by `overwrite=True`).
+RUN_FILES = ("checkpoints", "log.jsonl", "training_args.json", "model.safetensors", "config.json",
+             "generation_config.json")
+
+
+def _step_of(path: Path) -> int | None:
+    parts = path.name.split("-")
+    return int(parts[1]) if len(parts) == 2 and parts[0] == "step" and parts[1].isdigit() else None
+
+
+def list_checkpoints(output_dir: str | Path, warn: bool = False) -> list[Path]:
+    """Complete checkpoints `checkpoints/step-N` of a run, oldest first.
+
+    A folder without a readable `trainer_state.json` (written last) is incomplete: a process killed while
+    writing it, or a damaged copy. It is skipped (with a warning when `warn`).
+    """
+    complete = []
+    for path in (Path(output_dir) / "checkpoints").glob("step-*"):
+        if not path.is_dir() or _step_of(path) is None:
+            continue
+        try:
+            json.loads((path / CHECKPOINT_COMPLETE).read_text())
+        except (OSError, ValueError):
+            if warn:
+                warnings.warn(f"skipping incomplete checkpoint {path} (no readable {CHECKPOINT_COMPLETE}: "
+                              "the run was probably killed while writing it)", UserWarning, stacklevel=3)
+            continue
+        complete.append(path)
+    return sorted(complete, key=_step_of)
+
+
+def latest_checkpoint(output_dir: str | Path, warn: bool = False) -> Path | None:
+    """The newest complete checkpoint of a run, or None (incomplete ones are skipped)."""
+    checkpoints = list_checkpoints(output_dir, warn=warn)
     return checkpoints[-1] if checkpoints else None
+
+
+def existing_run_files(output_dir: str | Path) -> list[str]:
+    """Names of training-run files already in `output_dir` (empty when it is free for a new run)."""
+    output_dir = Path(output_dir)
+    return [name for name in RUN_FILES if (output_dir / name).exists()]
+
+
+def check_output_dir(args: "TrainingArguments") -> None:
+    """Refuse to start a new run over an existing one (it would replace its model and mix checkpoints).
+
+    Raises `ValueError` telling the user to pass `resume` / `overwrite` or choose another folder; checks that the
+    folder can be written. Called by `train` before any work, and by the CLI before loading data.
+    """
+    output_dir = Path(args.output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ValueError(f"output {output_dir} is a file, not a folder: choose a folder for the run")
+    if args.resume:
+        if latest_checkpoint(output_dir) is None:
+            raise ValueError(f"resume requested but {output_dir / 'checkpoints'} holds no complete checkpoint: "
+                             "start the run without --resume")
+    else:
+        found = existing_run_files(output_dir)
+        if found and not args.overwrite:
+            raise ValueError(
+                f"{output_dir} already holds a training run ({', '.join(found)}): pass --resume (resume=True) to "
+                "continue it, --overwrite (overwrite=True) to replace it, or choose another --output folder")
+    parent = output_dir
+    while not parent.exists():
+        parent = parent.parent
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"cannot write the run to {output_dir}: {parent} is not writable")
 
 
 def train(
@@ -115,6 +197,7 @@ def train(
     from transformers import get_cosine_schedule_with_warmup
 
     output_dir = Path(args.output_dir)
+    check_output_dir(args)
     accelerator = Accelerator(
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=args.mixed_precision,
@@ -128,23 +211,37 @@ def train(
     sampler = train_loader.batch_sampler if hasattr(train_loader.batch_sampler, "set_epoch") else train_loader.sampler
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
     state = TrainerState()
-    if args.resume:
-        checkpoint = latest_checkpoint(output_dir)
-        if checkpoint is None:
-            raise ValueError(f"resume requested but {output_dir / 'checkpoints'} holds no checkpoint")
-        accelerator.load_state(str(checkpoint))
-        state.load_state_dict(json.loads((checkpoint / "trainer_state.json").read_text()))
-        accelerator.print(f"resumed from {checkpoint} at step {state.step}")
-
     log_path = output_dir / "log.jsonl"
+    if args.resume:
+        checkpoint = latest_checkpoint(output_dir, warn=accelerator.is_main_process)
+        if checkpoint is None:
+            raise ValueError(f"resume requested but {output_dir / 'checkpoints'} holds no complete checkpoint")
+        try:
+            accelerator.load_state(str(checkpoint))
+        except Exception as error:  # a damaged checkpoint: say which, and what to do
+            raise ValueError(f"cannot resume from {checkpoint}: {type(error).__name__}: {error} (delete this "
+                             "checkpoint folder to resume from the previous one)") from error
+        state.load_state_dict(json.loads((checkpoint / CHECKPOINT_COMPLETE).read_text()))
+        accelerator.print(f"resumed from {checkpoint} at step {state.step}")
+        if accelerator.is_main_process:
+            _truncate_log(log_path, state.step)  # steps after the checkpoint are trained (and logged) again
+    elif args.overwrite and accelerator.is_main_process:
+        for name in existing_run_files(output_dir):
+            target = output_dir / name
+            shutil.rmtree(target) if target.is_dir() else target.unlink()
+    accelerator.wait_for_everyone()
+
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(output_dir / "checkpoints" / ".incomplete", ignore_errors=True)  # a killed save's leftovers
         (output_dir / "training_args.json").write_text(json.dumps(asdict(args), indent=1))
     bar = tqdm(total=args.max_steps, initial=state.step, desc="training",
                disable=not (args.progress and accelerator.is_main_process))
     window_tokens, window_start, started = 0, time.perf_counter(), time.perf_counter()
     model.train()
     while state.step < args.max_steps:
+        if hasattr(loader, "set_epoch"):  # Accelerate's loader re-applies its own epoch to the sampler on iter()
+            loader.set_epoch(state.epoch)
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(state.epoch)
         epoch_loader = accelerator.skip_first_batches(loader, state.batch_in_epoch) if state.batch_in_epoch else loader
@@ -201,15 +298,46 @@ def _log(accelerator, path: Path, record: dict, state: TrainerState) -> None:
             handle.write(json.dumps(record) + "\n")
 
 
+def _truncate_log(path: Path, step: int) -> None:
+    """Keep the log records of steps <= `step` (a resumed run logs the later steps again); atomic rewrite."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:  # a line cut short by a kill
+            continue
+        if record.get("step", 0) <= step:
+            kept.append(line)
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text("".join(line + "\n" for line in kept))
+    os.replace(temporary, path)
+
+
 def _save_checkpoint(accelerator, output_dir: Path, state: TrainerState, keep: int) -> None:
-    checkpoint = output_dir / "checkpoints" / f"step-{state.step}"
-    accelerator.save_state(str(checkpoint))
+    """`save_state` into `checkpoints/.incomplete/step-N`, then (complete) rename to `checkpoints/step-N`.
+
+    A process killed while saving leaves only the hidden temporary folder, which resuming ignores.
+    """
+    root = output_dir / "checkpoints"
+    checkpoint = root / f"step-{state.step}"
+    temporary = root / ".incomplete" / checkpoint.name
     if accelerator.is_main_process:
-        (checkpoint / "trainer_state.json").write_text(json.dumps(state.state_dict()))
-    if accelerator.is_main_process and keep > 0:
-        checkpoints = sorted((output_dir / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
-        for old in checkpoints[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
+        shutil.rmtree(temporary, ignore_errors=True)
+        temporary.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(temporary))  # every process writes its RNG state here
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        (temporary / CHECKPOINT_COMPLETE).write_text(json.dumps(state.state_dict()))
+        if checkpoint.exists():
+            shutil.rmtree(checkpoint)
+        os.replace(temporary, checkpoint)
+        if keep > 0:
+            for old in list_checkpoints(output_dir)[:-keep]:
+                shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
 
 
 def build_model(model_class, config, init_from=None, seed: int = 0):
@@ -233,7 +361,7 @@ def tokenizer_step(model, batch):
 def tokenizer_metrics(output) -> dict:
     """Loss terms and, per (scale, stage), codebook usage and perplexity of this batch."""
     record = {name: float(getattr(output, name).detach()) for name in
-              ("quantizer_loss", "amplitude_loss", "phase_loss", "time_loss")}
+              ("quantizer_loss", "amplitude_loss", "phase_loss", "time_loss") if getattr(output, name) is not None}
     usage, perplexity = output.codebook_usage.detach().cpu(), output.codebook_perplexity.detach().cpu()
     for s in range(usage.shape[0]):
         for k in range(usage.shape[1]):
@@ -256,7 +384,8 @@ def validation_loss(model, dataset, batch_size: int = 16, max_batches: int | Non
         output = model(batch["input_values"].to(model.device), batch["channel_names"],
                        padding_mask=batch["padding_mask"].to(model.device))
         for name in ("loss", "quantizer_loss", "amplitude_loss", "phase_loss", "time_loss"):
-            totals[name] = totals.get(name, 0.0) + float(getattr(output, name)) * len(indices)
+            if getattr(output, name) is not None:  # the mdct design has no spectrum or quantizer terms
+                totals[name] = totals.get(name, 0.0) + float(getattr(output, name)) * len(indices)
         windows += len(indices)
     return {name: value / max(windows, 1) for name, value in totals.items()}
 
@@ -267,18 +396,51 @@ def train_tokenizer(config, data_dir: str | Path, args: TrainingArguments, init_
     from .data import ShapeBucketBatchSampler, collate_windows, load_prepared, window_shapes
     from .modeling_neurorvq import NeuroRVQTokenizer
 
+    check_output_dir(args)  # before loading anything
     train_set = load_prepared(data_dir, "train")
     validation_set = load_prepared(data_dir, "validation")
     if len(train_set) == 0:
         raise ValueError(f"{data_dir} has no training window")
     model = build_model(NeuroRVQTokenizer, config, init_from, args.seed)
+    if config is not None and init_from is not None and model.config.token_design == "mdct":
+        # a fitted mdct tokenizer + a config that adds (or changes) its refiner: keep the fitted codebooks
+        fitted = model
+        model = build_model(NeuroRVQTokenizer, config, None, args.seed)
+        model.quantizers.load_state_dict(fitted.quantizers.state_dict())
+    if model.config.token_design == "mdct":
+        if init_from is None:  # the codebooks come from k-means, not from gradient steps
+            from .codebook_fitting import fit_mdct_codebooks, mdct_training_vectors
+
+            windows = ((row["input_values"], row["valid_samples"]) for row in train_set)
+            vectors = mdct_training_vectors(model, windows, args.kmeans_vectors, args.seed)
+            errors = fit_mdct_codebooks(model, vectors, model.config.kmeans_iters, args.seed)
+            Path(args.output_dir).mkdir(parents=True, exist_ok=True)
+            (Path(args.output_dir) / "codebook_fit.json").write_text(json.dumps(
+                {"vectors": len(vectors), "num_iters": model.config.kmeans_iters,
+                 "residual_mse_per_band_and_stage": errors}, indent=1))
+        if not any(p.requires_grad for p in model.parameters()):  # no learned decoder: nothing to train
+            model.save_pretrained(args.output_dir)
+            _save_feature_extractor(model.config, args.output_dir)
+            return model, TrainerState()
     sampler = ShapeBucketBatchSampler(window_shapes(train_set), args.batch_size, shuffle=True, seed=args.seed)
+    # its own generator: creating an iterator must not draw from the global RNG (exact resume)
     loader = torch.utils.data.DataLoader(train_set, batch_sampler=sampler, collate_fn=collate_windows,
-                                         num_workers=args.num_workers)
+                                         num_workers=args.num_workers,
+                                         generator=torch.Generator().manual_seed(args.seed))
     eval_fn = None
     if len(validation_set):
         eval_fn = lambda m: validation_loss(m, validation_set, args.batch_size, eval_batches)  # noqa: E731
     tokens = lambda batch: int(batch["input_values"].shape[0] * batch["input_values"].shape[1]  # noqa: E731
                                * batch["input_values"].shape[2] // model.config.patch_size)
     state = train(model, loader, args, tokenizer_step, tokenizer_metrics, eval_fn, tokens)
+    _save_feature_extractor(model.config, args.output_dir)
     return model, state
+
+
+def _save_feature_extractor(config, output_dir) -> None:
+    """The preprocessing the model expects, beside it, so `AutoFeatureExtractor.from_pretrained(output_dir)` works."""
+    from .feature_extraction_neurorvq import NeuroRVQFeatureExtractor
+
+    NeuroRVQFeatureExtractor(sampling_rate=config.sampling_rate, patch_size=config.patch_size,
+                             max_patches=config.max_patches,
+                             channel_vocabulary=config.channel_vocabulary).save_pretrained(output_dir)

@@ -3,7 +3,6 @@ rank writes its codebook buffers and parameters so the test can compare them acr
 
 import sys
 
-import torch
 from accelerate import PartialState
 from safetensors.torch import save_file
 

@@ -1,0 +1,145 @@
+"""The mdct token design: the lapped transform, k-means codebooks, the refiner, and decoding real EEG of unseen
+subjects with real amplitude and without seams (a tiny config fitted on a few real recordings)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from neurorvq.tokenizer import NeuroRVQConfig, NeuroRVQTokenizer
+from neurorvq.tokenizer.data import load_prepared, prepare_dataset
+from neurorvq.tokenizer.evaluation import amplitude_ratio, seam_ratio, zscored_mse
+from neurorvq.tokenizer.training import TrainingArguments, train_tokenizer
+from neurorvq.tokenizer.transform import LappedTransform
+
+from .conftest import REPO_ROOT
+
+pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
+
+TINY_MDCT = REPO_ROOT / "configs" / "tokenizer" / "tiny-mdct.json"
+FILES = ["eegmat/Subject02_1.edf", "eegmat/Subject03_1.edf", "eegmat/Subject04_1.edf", "eegmat/Subject05_1.edf"]
+
+
+@pytest.mark.parametrize("num_patches", [1, 2, 5])
+def test_lapped_transform_is_orthogonal_and_exact(num_patches):
+    transform = LappedTransform(200)
+    x = torch.randn(3, 4, num_patches * 200, dtype=torch.float64).float()
+    coefficients = transform(x)
+    assert coefficients.shape == (3, 4, num_patches, 200)
+    assert torch.allclose(transform.inverse(coefficients), x, atol=1e-4)
+    # orthogonal: energy is kept, so squared errors on coefficients are squared errors in time
+    assert float((coefficients ** 2).sum() / (x ** 2).sum()) == pytest.approx(1.0, abs=1e-5)
+    error = torch.randn_like(coefficients)
+    assert float((transform.inverse(error) ** 2).sum() / (error ** 2).sum()) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_lapped_transform_puts_a_sine_in_its_frequency_bin():
+    transform = LappedTransform(200)
+    t = torch.arange(1000) / 200
+    coefficients = transform(torch.sin(2 * np.pi * 10.25 * t)[None])[0, 2]  # an interior frame
+    # coefficient k sits at (k + 1/2) * 0.5 Hz: 10.25 Hz is k = 20
+    assert int(coefficients.abs().argmax()) in (19, 20, 21)
+    assert transform.band_of(10.0, 200) == 20
+
+
+@pytest.fixture(scope="module")
+def prepared(eeg_dir, tmp_path_factory):
+    output = tmp_path_factory.mktemp("prepared-mdct")
+    prepare_dataset([eeg_dir / f for f in FILES], output, validation_fraction=0.25, progress=False)
+    return output
+
+
+@pytest.fixture(scope="module")
+def fitted(prepared, tmp_path_factory):
+    """Codebooks by k-means, then 30 refiner steps; returns (model folder, the training state)."""
+    output = tmp_path_factory.mktemp("mdct-model")
+    config = NeuroRVQConfig.from_json_file(str(TINY_MDCT))
+    args = TrainingArguments(output_dir=str(output), max_steps=30, batch_size=4, learning_rate=3e-3, warmup_steps=1,
+                             save_steps=30, eval_steps=30, logging_steps=1, progress=False, kmeans_vectors=5000)
+    _, state = train_tokenizer(config, prepared, args)
+    return output, state
+
+
+def test_codebooks_are_fitted_by_kmeans_and_each_stage_helps(fitted):
+    output, _ = fitted
+    errors = json.loads((output / "codebook_fit.json").read_text())["residual_mse_per_band_and_stage"]
+    assert len(errors) == 3 and all(len(band) == 2 for band in errors)
+    for band in errors:
+        assert band[1] < band[0]  # the second residual stage removes error the first left
+
+
+def test_refiner_training_lowers_the_time_loss(fitted, prepared):
+    from neurorvq.tokenizer.data import collate_windows
+
+    output, state = fitted
+    assert len([r for r in state.history if "time_loss" in r]) == 30
+    model = NeuroRVQTokenizer.from_pretrained(output).eval()
+    train = load_prepared(prepared, "train")
+    batch = collate_windows([train[i] for i in range(len(train)) if len(train[i]["channel_names"]) == 19])
+    with torch.no_grad():
+        refined = float(model(batch["input_values"], batch["channel_names"], batch["padding_mask"]).time_loss)
+        model.refiner = None  # the codebooks alone
+        plain = float(model(batch["input_values"], batch["channel_names"], batch["padding_mask"]).time_loss)
+    assert refined < plain
+
+
+def test_unseen_subject_decodes_with_real_amplitude_and_no_seams(fitted, prepared):
+    output, _ = fitted
+    model = NeuroRVQTokenizer.from_pretrained(output).eval()
+    validation = load_prepared(prepared, "validation")
+    assert len(validation)
+    for row in validation:
+        x = torch.as_tensor(np.asarray(row["input_values"], dtype=np.float32))[None]
+        names = list(row["channel_names"])
+        encoded = model.encode(x, names)
+        assert encoded.codes.shape == (1, 3, 2, x.shape[1], x.shape[2] // 200)
+        assert encoded.scale_codes.shape == (1, 2, x.shape[1], x.shape[2] // 200)
+        y = model.decode(encoded.codes, names, scale_codes=encoded.scale_codes)  # codes alone -> µV
+        real, fake = x[0].numpy(), y[0].numpy()
+        valid = int(row["valid_samples"])
+        # a codeword is the mean of its cell, so coarse (16-code) codebooks shrink by about the error they leave:
+        # std ratio ~ sqrt(1 - z-MSE); the bundled model is held to 0.8-1.25 (test_bundled_tokenizer)
+        full = zscored_mse(real, fake, valid)
+        assert np.sqrt(1 - full) - 0.15 < amplitude_ratio(real, fake, valid) < 1.25
+        # frames overlap, so nothing breaks at patch edges; coarse codes leave some time-domain aliasing, folded
+        # at the patch edges (blocky 1-s decoders score 50 and more; the bundled model is held to 1.5)
+        assert seam_ratio(fake, 200, valid) < 2.5
+        coarse = model.decode(encoded.codes[:, :, :1], names, scale_codes=encoded.scale_codes)[0].numpy()
+        assert full < zscored_mse(real, coarse, valid) < 2.0  # one stage decodes, coarser
+        assert full < 0.8  # 16-code tiny codebooks: far from perfect, far from unrelated (2.0)
+
+
+def test_encode_and_forward_give_the_same_codes_and_an_untrained_refiner_changes_nothing():
+    config = NeuroRVQConfig.from_json_file(str(TINY_MDCT))
+    torch.manual_seed(0)
+    model = NeuroRVQTokenizer(config).eval()
+    for quantizer in model.quantizers:
+        for stage in quantizer.stages:
+            stage.codebook.normal_()
+    x, names = 20 * torch.randn(2, 3, 600), ["c3", "cz", "c4"]
+    encoded = model.encode(x, names)
+    assert torch.equal(model(x, names).codes, encoded.codes)
+    refined = model.decode(encoded.codes, names, scale_codes=encoded.scale_codes)
+    model.refiner = None
+    plain = model.decode(encoded.codes, names, scale_codes=encoded.scale_codes)
+    assert torch.equal(refined, plain)
+
+
+def test_mdct_decode_needs_the_scale_codes():
+    model = NeuroRVQTokenizer(NeuroRVQConfig.from_json_file(str(TINY_MDCT))).eval()
+    codes = torch.zeros(1, 3, 2, 2, 3, dtype=torch.long)
+    with pytest.raises(ValueError, match="scale_codes"):
+        model.decode(codes, ["c3", "c4"])
+
+
+def test_mdct_config_is_validated():
+    with pytest.raises(ValueError, match="band_edges"):
+        NeuroRVQConfig(token_design="mdct", band_edges=[0, 50, 40, 200], amplitude_side_information="scale_tokens",
+                       quantizer_type="standard")
+    with pytest.raises(ValueError, match="scale_tokens"):
+        NeuroRVQConfig(token_design="mdct", quantizer_type="standard")
+    with pytest.raises(ValueError, match="token_design"):
+        NeuroRVQConfig(token_design="wavelet")
