@@ -37,7 +37,9 @@ class LBMConfig(PretrainedConfig):
         depth_neighbours (`bool`): `depthwise` only: the depth step that predicts stream m of position (a, c) also
             reads stream m's codes at the previous channel (a, c - 1) and one second earlier (a - 1, c), each through
             its own linear map of the code embedding. The main transformer sees earlier positions only as sums of
-            their M stream embeddings; these direct inputs hand each stream its own nearest context.
+            their M stream embeddings; these direct inputs hand each stream its own nearest context. Off by default
+            so that configs saved before it existed load as they were; the shipped configs and
+            `from_tokenizer_config` turn it on.
         layer_norm_eps (`float`): LayerNorm epsilon.
         initializer_range (`float`): std of the normal initialisation (residual projections are scaled down
             by sqrt(2 * layers), GPT-2 style).
@@ -65,7 +67,7 @@ class LBMConfig(PretrainedConfig):
         depth_hidden_size: int = 128,
         depth_layers: int = 2,
         depth_heads: int = 4,
-        depth_neighbours: bool = True,
+        depth_neighbours: bool = False,
         layer_norm_eps: float = 1e-5,
         initializer_range: float = 0.02,
         tokenizer_name_or_path: str | None = None,
@@ -109,6 +111,7 @@ class LBMConfig(PretrainedConfig):
             num_scale_tokens=layout.num_scale_tokens,
             channel_vocabulary=list(tokenizer_config.channel_vocabulary),
             tokenizer_name_or_path=getattr(tokenizer_config, "_name_or_path", None) or None,
+            depth_neighbours=True,
         )
         defaults.update(kwargs)
         return cls(**defaults)
