@@ -583,7 +583,7 @@ class LBMForCausalLM(LBMPreTrainedModel):
     def generate(self, channel_indices=None, num_patches: int | None = None, prompt_codes: torch.Tensor | None = None,
                  prompt_scale_codes: torch.Tensor | None = None, temperature: float = 1.0, top_k: int | None = None,
                  top_p: float | None = None, generator: torch.Generator | None = None, use_cache: bool = True,
-                 batch_size: int | None = None, channel_names=None) -> dict:
+                 batch_size: int | None = None, channel_names=None, stream_temperatures=None) -> dict:
         """Sample `num_patches` new patches of codes, continuing an optional prompt.
 
         Args:
@@ -593,6 +593,8 @@ class LBMForCausalLM(LBMPreTrainedModel):
             prompt_codes: optional [B, S, K, C, A'] codes kept verbatim at the start of the output;
                 prompt_scale_codes [B, 2, C, A'] is required with it when the model has scale streams.
             temperature, top_k, top_p: sampling controls (temperature 0 = greedy).
+            stream_temperatures: optional M temperatures, one per stream (layout order), replacing `temperature`
+                (e.g. colder slow-band codes: see `neurorvq.lbm.sampling.band_temperatures`).
             generator: a `torch.Generator` for reproducible samples.
             use_cache: reuse the main transformer's keys/values (same samples, faster).
             batch_size: B when neither the prompt nor `channel_indices` [B, C] sets it (default 1).
@@ -612,6 +614,12 @@ class LBMForCausalLM(LBMPreTrainedModel):
         if isinstance(num_patches, bool) or not isinstance(num_patches, int) or num_patches <= 0:
             raise ValueError(f"num_patches must be a positive integer, got {num_patches!r}")
         temperature, top_k, top_p = check_sampling_controls(temperature, top_k, top_p)
+        if stream_temperatures is None:
+            stream_temperatures = [temperature] * self.num_streams
+        stream_temperatures = [check_sampling_controls(t)[0] for t in stream_temperatures]
+        if len(stream_temperatures) != self.num_streams:
+            raise ValueError(f"stream_temperatures must give one temperature per stream ({self.num_streams}: "
+                             f"{', '.join(self.code_layout.stream_names)}), got {len(stream_temperatures)}")
         batch = batch_size if prompt_codes is None else (prompt_codes.shape[0] if isinstance(prompt_codes, torch.Tensor)
                                                          and prompt_codes.dim() == 5 else None)
         index = self.channel_indices(channels, batch)
@@ -630,7 +638,8 @@ class LBMForCausalLM(LBMPreTrainedModel):
         if prompt is not None:
             tokens[:, : prompt.shape[1]] = prompt + offsets
         channel_ids, patch_ids = channel_and_time_ids(index, total_patches)
-        sample = lambda logits: sample_logits(logits, temperature, top_k, top_p, generator)  # noqa: E731
+        sample = lambda logits, stream: sample_logits(logits, stream_temperatures[stream], top_k, top_p,  # noqa: E731
+                                                      generator)
 
         start_patch, cache = 0, None
         for q in range(prompt_patches * num_channels, tokens.shape[1]):
@@ -657,7 +666,7 @@ class LBMForCausalLM(LBMPreTrainedModel):
                                                         ids[:, here].expand(-1, stream + 1)), dim=1)
                         hidden, _ = self._main(done[:, :, None], None, repeat(channel_ids), repeat(time_ids),
                                                streams, None)
-                    code = sample(self._one_stream_logits(hidden[:, -1], self.token_embed.weight, stream))
+                    code = sample(self._one_stream_logits(hidden[:, -1], self.token_embed.weight, stream), stream)
                     tokens[:, q, stream] = code + self._offsets[stream]
                     if use_cache:
                         cache = LBMCache(kv, tokens[:, q, stream:stream + 1])
@@ -677,7 +686,7 @@ class LBMForCausalLM(LBMPreTrainedModel):
                                              dim=-1)[:, None]  # [B, 1, M, 2]
                 for stream in range(m):  # depth transformer, re-run over the codes sampled so far
                     depth = self._depth(hidden, tokens[:, q:q + 1, :stream], neighbours)[:, 0, -1]
-                    code = sample(self._one_stream_logits(depth, self.depth_embed.weight, stream))
+                    code = sample(self._one_stream_logits(depth, self.depth_embed.weight, stream), stream)
                     tokens[:, q, stream] = code + self._offsets[stream]
                 if use_cache:
                     cache = LBMCache(kv, tokens[:, q])

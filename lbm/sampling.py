@@ -28,16 +28,16 @@ def _is_int(value) -> bool:
 
 def check_temperature(temperature) -> float:
     if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
-        raise ValueError(f"temperature must be a number (0 = greedy, default 0.7), got {temperature!r}")
+        raise ValueError(f"temperature must be a number (0 = greedy, default {DEFAULT_TEMPERATURE}), got {temperature!r}")
     value = float(temperature)
     if not math.isfinite(value) or value < 0:
-        raise ValueError(f"temperature must be finite and >= 0 (0 = greedy, default 0.7), got {temperature!r}")
+        raise ValueError(f"temperature must be finite and >= 0 (0 = greedy, default {DEFAULT_TEMPERATURE}), got {temperature!r}")
     if value > MAX_TEMPERATURE:
         raise ValueError(f"temperature {value:g} is absurd: above {MAX_TEMPERATURE:g} every code is equally likely and "
-                         "the output is noise, not EEG; use a value around 0.5-1 (default 0.7)")
+                         f"the output is noise, not EEG; use a value around 0.5-1 (default {DEFAULT_TEMPERATURE})")
     if value > HIGH_TEMPERATURE:
         warnings.warn(f"temperature {value:g} is far above 1: samples approach uniform codes and unrealistic EEG "
-                      "(default 0.7)", UserWarning, stacklevel=3)
+                      f"(default {DEFAULT_TEMPERATURE})", UserWarning, stacklevel=3)
     return value
 
 
@@ -91,3 +91,16 @@ def check_count(name: str, value, minimum: int = 1) -> int:
 
 __all__ = ["HIGH_TEMPERATURE", "MAX_TEMPERATURE", "check_count", "check_sampling_controls", "check_seed",
            "check_temperature", "check_top_k", "check_top_p"]
+
+
+def band_temperatures(lbm_config, tokenizer_config, temperature: float, slow_temperature: float) -> list[float]:
+    """Per-stream temperatures for `LBMForCausalLM.generate(stream_temperatures=...)`: `slow_temperature` for the
+    codes of an mdct tokenizer's bands below its `gain_split` (the slow waves that neighbouring electrodes share),
+    `temperature` for the gain tokens and every other code. A released-design tokenizer gets `temperature` throughout."""
+    layout = lbm_config.code_layout
+    slow = [False] * (2 if layout.has_scale_codes else 0)
+    for s in range(layout.num_scales):
+        is_slow = (getattr(tokenizer_config, "token_design", "released") == "mdct"
+                   and tokenizer_config.band_edges[s + 1] <= tokenizer_config.gain_split)
+        slow += [is_slow] * layout.num_quantizers
+    return [slow_temperature if is_slow else temperature for is_slow in slow]

@@ -241,6 +241,7 @@ def _generate(args: argparse.Namespace) -> int:
     tokenizer = _load(NeuroRVQTokenizer, args.tokenizer or model.config.tokenizer_name_or_path)
     generator = pipeline("eeg-generation", model=model, tokenizer_model=tokenizer, device=args.device)
     out = generator(args.prompt, seconds=args.seconds, channel_names=channels, temperature=args.temperature,
+                    slow_temperature=args.slow_temperature,
                     top_k=args.top_k, top_p=args.top_p, seed=args.seed, prompt_seconds=args.prompt_seconds,
                     return_raw=True, progress=True)
     path = save_raw(out["raw"], args.out, overwrite=args.overwrite)
@@ -446,6 +447,9 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE,
                           help="sampling temperature, 0 = greedy; chosen by the bundled models' realism and prompt "
                                "specificity (default: %(default)s)")
+    generate.add_argument("--slow-temperature", type=float, default=None,
+                          help="temperature of the slow-band codes (< 8 Hz) only: lower values make channels share "
+                               "more slow waveform at some cost in theta power (default: same as --temperature)")
     generate.add_argument("--top-k", type=_positive_int, default=None, help="sample among the k most likely codes")
     generate.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass in (0, 1]")
     generate.add_argument("--prompt", default=None, help="recording to continue (any file MNE reads)")

@@ -380,3 +380,22 @@ def test_neighbour_tokens_are_the_previous_channel_and_the_previous_second():
     assert previous_channel == [-1, 0, 10, -1, 30, 40]  # none for the first channel of each second
     assert previous_second == [-1, -1, -1, 0, 10, 20]  # none in the first second
     assert neighbours[0, 4, 1].tolist() == [31, 11]  # stream 1 reads stream 1
+
+
+def test_stream_temperatures_replace_the_temperature_per_stream():
+    from neurorvq.lbm.sampling import band_temperatures
+
+    model = tiny_model("depthwise")
+    names = ["c3", "cz", "c4"]
+    greedy = model.generate(names, num_patches=2, temperature=0.0)
+    same = model.generate(names, num_patches=2, stream_temperatures=[0.0] * model.num_streams, temperature=1.5)
+    assert torch.equal(greedy["codes"], same["codes"])
+    with pytest.raises(ValueError, match="one temperature per stream"):
+        model.generate(names, num_patches=1, stream_temperatures=[1.0, 1.0])
+    with pytest.raises(ValueError, match="temperature"):
+        model.generate(names, num_patches=1, stream_temperatures=[float("nan")] * model.num_streams)
+    tokenizer = NeuroRVQConfig.from_json_file(str(REPO_ROOT / "configs" / "tokenizer" / "small.json"))
+    lbm = LBMConfig.from_tokenizer_config(tokenizer)
+    temperatures = band_temperatures(lbm, tokenizer, 0.9, 0.3)
+    # gain tokens, then 8 bands x 2 stages: the four bands below 8 Hz are the slow ones
+    assert temperatures == [0.9, 0.9] + [0.3] * 8 + [0.9] * 8

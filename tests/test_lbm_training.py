@@ -128,5 +128,5 @@ def test_tiny_lbm_overfits_a_handful_of_real_windows_far_below_unigram(codes_dir
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
-    bits = float(loss) / math.log(2)
+    bits = float(loss.detach()) / math.log(2)
     assert np.isfinite(bits) and bits < 0.5 * unigram, (bits, unigram)

@@ -42,6 +42,15 @@ def test_generation_output_and_seeds(generator):
     np.testing.assert_allclose(several[0]["raw"].get_data() * 1e6, several[0]["eeg"], rtol=1e-5, atol=1e-3)
 
 
+def test_slow_temperature_changes_only_what_it_should(generator):
+    same = generator(seconds=2, channel_names=["c3", "cz", "c4"], seed=3, slow_temperature=None)
+    again = generator(seconds=2, channel_names=["c3", "cz", "c4"], seed=3)
+    np.testing.assert_array_equal(same["eeg"], again["eeg"])
+    cold = generator(seconds=2, channel_names=["c3", "cz", "c4"], seed=3, slow_temperature=0.0)
+    assert cold["eeg"].shape == (3, 400) and np.isfinite(cold["eeg"]).all()
+    assert not np.allclose(cold["eeg"], same["eeg"])
+
+
 def test_prompt_continuation_keeps_the_prompt(generator, recording):
     from neurorvq.tokenizer.evaluation import zscored_mse
 
@@ -70,7 +79,8 @@ def test_reconstruction_pipeline(recording):
 
 
 @pytest.mark.parametrize("kwargs", [{"montage": "nope"}, {"seconds": 0}, {"seconds": -3},
-                                    {"channel_names": ["fp1", "notachannel"]}, {"bogus": 1}])
+                                    {"channel_names": ["fp1", "notachannel"]}, {"bogus": 1},
+                                    {"slow_temperature": -1.0}, {"slow_temperature": float("inf")}])
 def test_bad_arguments_raise(generator, kwargs):
     with pytest.raises(ValueError):
         generator(**{"seconds": 1, **kwargs})
