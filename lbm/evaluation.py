@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from scipy import signal as scipy_signal
 
-from ..tokenizer.evaluation import BANDS, SAMPLING_RATE, seam_ratio
+from ..tokenizer.evaluation import BANDS, BLOCK_SIZE, SAMPLING_RATE, seam_ratio
 from .layout import codes_to_positions
 
 WELCH_NPERSEG = 200  # samples: 1-s Hann windows, 1 Hz resolution at 200 Hz
@@ -65,34 +65,6 @@ def row_streams(row: dict) -> np.ndarray:
     return streams[: max(0, min(int(row["valid_patches"]), patches))]
 
 
-class _StreamCounts:
-    """Code counts per stream, kept as one flat array: stream m's table starts at `offsets[m]`.
-
-    With `pairs=True`, stream m's table is its [V_m, V_m] (previous, next) matrix, flattened.
-    Indices are buffered and counted with `np.bincount` in chunks.
-    """
-
-    def __init__(self, vocab_sizes: Sequence[int], pairs: bool, chunk: int = 1 << 22):
-        self.sizes = np.asarray(vocab_sizes, dtype=np.int64)
-        cells = self.sizes**2 if pairs else self.sizes
-        self.offsets = np.cumsum(cells) - cells
-        self.counts = np.zeros(int(cells.sum()), dtype=np.int64)
-        self._pending: list[np.ndarray] = []
-        self._pending_size, self._chunk = 0, chunk
-
-    def add(self, flat_indices: np.ndarray) -> None:
-        self._pending.append(flat_indices.ravel())
-        self._pending_size += flat_indices.size
-        if self._pending_size >= self._chunk:
-            self.flush()
-
-    def flush(self) -> np.ndarray:
-        if self._pending:
-            self.counts += np.bincount(np.concatenate(self._pending), minlength=self.counts.size)
-            self._pending, self._pending_size = [], 0
-        return self.counts
-
-
 def _checked_streams(row: dict, vocab_sizes: np.ndarray) -> np.ndarray:
     """`row_streams(row)` after checking the number of streams and every code's range."""
     streams = row_streams(row)
@@ -101,28 +73,6 @@ def _checked_streams(row: dict, vocab_sizes: np.ndarray) -> np.ndarray:
     if streams.size and ((streams < 0).any() or (streams >= vocab_sizes).any()):
         raise ValueError("a code lies outside its stream's vocabulary")
     return streams
-
-
-def _fit_counts(rows: Iterable[dict], vocab_sizes: np.ndarray, pairs: bool) -> tuple[_StreamCounts, _StreamCounts | None]:
-    """One pass over training rows: code counts per stream and, with `pairs`, (previous, next) counts per
-    stream for the same channel in consecutive real patches."""
-    codes = _StreamCounts(vocab_sizes, pairs=False)
-    transitions = _StreamCounts(vocab_sizes, pairs=True) if pairs else None
-    for row in rows:
-        streams = _checked_streams(row, vocab_sizes)  # [A, C, M]
-        codes.add(codes.offsets + streams)
-        if transitions is not None and len(streams) > 1:
-            transitions.add(transitions.offsets + streams[:-1] * vocab_sizes + streams[1:])
-    codes.flush()
-    if transitions is not None:
-        transitions.flush()
-    return codes, transitions
-
-
-def _unigram_log2_probs(codes: _StreamCounts) -> np.ndarray:
-    """Add-one unigram per stream: flat log2 probabilities [sum V] (stream m from `codes.offsets[m]`)."""
-    totals = np.add.reduceat(codes.counts, codes.offsets)
-    return np.log2(codes.counts + 1.0) - np.log2(np.repeat(totals + codes.sizes, codes.sizes))
 
 
 def _nll_summary(bits: np.ndarray, codes: np.ndarray) -> dict:
@@ -148,40 +98,47 @@ def unigram_nll(train_rows: Iterable[dict], validation_rows: Iterable[dict], str
         (bits_per_code x M), `bits_per_stream` ([M]), `num_codes`, `num_positions`.
     """
     sizes = np.asarray(stream_vocab_sizes, dtype=np.int64)
-    counts, _ = _fit_counts(train_rows, sizes, pairs=False)
-    log2_probs, offsets = _unigram_log2_probs(counts), counts.offsets
-    bits, codes = np.zeros(len(sizes)), np.zeros(len(sizes), dtype=np.int64)
-    for row in validation_rows:
-        streams = _checked_streams(row, sizes).reshape(-1, len(sizes))
-        bits -= log2_probs[offsets + streams].sum(0)
-        codes += len(streams)
-    return _nll_summary(bits, codes)
+    model = _CountModel(_concatenated(_row_arrays(train_rows, sizes), sizes), sizes)
+    target = _validation_codes(validation_rows, sizes)[0]
+    return _nll_summary(-np.log2(model.unigram_probability(target)).sum(0), np.full(len(sizes), len(target)))
 
 
-def _stream_arrays(rows: Iterable[dict], sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Every real position of `rows` as arrays [N, M]: its codes, the same stream's code one second earlier on the
-    same channel (`previous_second`) and on the previous channel of the same second (`previous_channel`); -1
+def _row_arrays(rows: Iterable[dict], sizes: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per row, its real positions as arrays [N_row, M]: the codes, the same stream's code one second earlier on
+    the same channel (previous second) and on the previous channel of the same second (previous channel); -1
     where there is none (first patch of a window, first channel of a patch)."""
-    codes, previous_second, previous_channel = [], [], []
+    parts = []
     for row in rows:
-        streams = _checked_streams(row, sizes)  # [A, C, M]
-        if not len(streams):
-            continue
-        none = np.full_like(streams[:1], -1)
-        codes.append(streams.reshape(-1, len(sizes)))
-        previous_second.append(np.concatenate((none, streams[:-1])).reshape(-1, len(sizes)))
-        previous_channel.append(np.concatenate((none[:, :1].repeat(len(streams), 0), streams[:, :-1]), 1)
-                                .reshape(-1, len(sizes)))
-    if not codes:
+        streams = _checked_streams(row, sizes)  # [A, C, M] (A = 0 for a row without real patches)
+        none = np.full((1, *streams.shape[1:]), -1, dtype=streams.dtype)
+        previous_second = np.concatenate((none, streams[:-1]))[: len(streams)]
+        previous_channel = np.concatenate((none[:, :1].repeat(len(streams), 0), streams[:, :-1]), 1)
+        parts.append(tuple(x.reshape(-1, len(sizes)) for x in (streams, previous_second, previous_channel)))
+    return parts
+
+
+def _concatenated(parts: list, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`_row_arrays` parts joined: (codes, previous_second, previous_channel), each [N, M]."""
+    if not parts:
         empty = np.zeros((0, len(sizes)), dtype=np.int64)
         return empty, empty, empty
-    return np.concatenate(codes), np.concatenate(previous_second), np.concatenate(previous_channel)
+    return tuple(np.concatenate(column) for column in zip(*parts))
+
+
+def _validation_codes(rows: Iterable[dict], sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    arrays = _concatenated(_row_arrays(rows, sizes), sizes)
+    if not len(arrays[0]):
+        raise ValueError("no real validation patch to score")
+    return arrays
 
 
 class _CountModel:
     """Per-stream code counts, unconditional and conditioned on a context code of the same stream."""
 
-    def __init__(self, codes: np.ndarray, contexts: dict[str, np.ndarray], sizes: np.ndarray):
+    def __init__(self, arrays: tuple[np.ndarray, np.ndarray, np.ndarray], sizes: np.ndarray):
+        """`arrays`: (codes, previous_second, previous_channel) [N, M] of the training positions."""
+        codes, previous_second, previous_channel = arrays
+        contexts = {"previous_channel": previous_channel, "previous_second": previous_second}
         self.sizes = sizes
         self.offsets = np.cumsum(sizes) - sizes  # stream m's codes start at offsets[m]
         self.pair_offsets = np.cumsum(sizes ** 2) - sizes ** 2
@@ -243,11 +200,8 @@ def count_baselines(train_rows: Iterable[dict], validation_rows: Iterable[dict],
     models and by the available predictors in the mixture. Each result has the keys of [`unigram_nll`].
     """
     sizes = np.asarray(stream_vocab_sizes, dtype=np.int64)
-    train_rows = list(train_rows)
-    codes, previous_second, previous_channel = _stream_arrays(train_rows, sizes)
-    validation = _stream_arrays(validation_rows, sizes)
-    if not len(validation[0]):
-        raise ValueError("no real validation patch to score")
+    parts = _row_arrays(train_rows, sizes)  # read once; the mixture weights use a held-out slice of it
+    validation = _validation_codes(validation_rows, sizes)
 
     def predictors(model: _CountModel, arrays) -> list[np.ndarray]:
         target, second, channel = arrays
@@ -255,14 +209,15 @@ def count_baselines(train_rows: Iterable[dict], validation_rows: Iterable[dict],
                 model.conditional_probability("previous_second", target, second, 0.0)]
 
     # mixture weights on held-out train rows, per stream
-    split = max(1, int(round(len(train_rows) * (1 - heldout_fraction))))
-    fit_arrays, heldout_arrays = _stream_arrays(train_rows[:split], sizes), _stream_arrays(train_rows[split:], sizes)
-    fit_model = _CountModel(fit_arrays[0], {"previous_channel": fit_arrays[2], "previous_second": fit_arrays[1]}, sizes)
-    heldout = np.stack(predictors(fit_model, heldout_arrays), -1) if len(heldout_arrays[0]) else None
+    split = max(1, int(round(len(parts) * (1 - heldout_fraction))))
+    heldout_arrays = _concatenated(parts[split:], sizes)
+    heldout = None
+    if len(heldout_arrays[0]):
+        heldout = np.stack(predictors(_CountModel(_concatenated(parts[:split], sizes), sizes), heldout_arrays), -1)
     weights = np.array([_mixture_weights(heldout[:, m]) if heldout is not None else np.full(3, 1 / 3)
                         for m in range(len(sizes))])  # [M, 3]
 
-    model = _CountModel(codes, {"previous_channel": previous_channel, "previous_second": previous_second}, sizes)
+    model = _CountModel(_concatenated(parts, sizes), sizes)
     target, second, channel = validation
     unigram = model.unigram_probability(target)
     results = {"unigram": unigram}
@@ -282,14 +237,11 @@ def bigram_nll(train_rows: Iterable[dict], validation_rows: Iterable[dict], stre
     `previous_second` model of [`count_baselines`]). The first patch of every validation window is scored with
     the (add-one) unigram. Same arguments and result keys as [`unigram_nll`]."""
     sizes = np.asarray(stream_vocab_sizes, dtype=np.int64)
-    codes, previous_second, _ = _stream_arrays(train_rows, sizes)
-    target, second, _ = _stream_arrays(validation_rows, sizes)
-    if not len(target):
-        raise ValueError("no real validation patch to score")
-    model = _CountModel(codes, {"previous_second": previous_second}, sizes)
+    model = _CountModel(_concatenated(_row_arrays(train_rows, sizes), sizes), sizes)
+    target, second, _ = _validation_codes(validation_rows, sizes)
     conditional = model.conditional_probability("previous_second", target, second, 1.0)
     probability = np.where(np.isnan(conditional), model.unigram_probability(target), conditional)
-    return _nll_summary(-np.log2(probability).sum(0), np.full(len(sizes), len(target), dtype=np.int64))
+    return _nll_summary(-np.log2(probability).sum(0), np.full(len(sizes), len(target)))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -480,7 +432,7 @@ def realism_report(synthetic: Sequence[Any], real: Sequence[Any], folds: int = 5
     real_std = float(np.median(_pooled(real, lambda x: _as_signal(x).std(-1))))
     correlation = {name: float(np.nanmean([mean_abs_correlation(x) for x in items]))
                    for name, items in (("synthetic", synthetic), ("real", real))}
-    seam = {name: float(np.nanmedian([seam_ratio(_as_signal(x), SAMPLING_RATE) for x in items]))
+    seam = {name: float(np.nanmedian([seam_ratio(_as_signal(x), BLOCK_SIZE) for x in items]))
             for name, items in (("synthetic", synthetic), ("real", real))}
     return {"bands": bands, "slope": slope,
             "amplitude": {"synthetic_std": synthetic_std, "real_std": real_std, "ratio": synthetic_std / real_std},

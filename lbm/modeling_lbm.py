@@ -39,7 +39,7 @@ from neurorvq.tokenizer.loading import BUNDLED, load_pretrained
 
 from .configuration_lbm import LBMConfig
 from .layout import channel_and_time_ids, codes_to_positions, positions_to_codes
-from .sampling import check_sampling_controls
+from .sampling import check_sampling_controls, check_temperature
 
 # ----------------------------------------------------------------------------------------------------
 # Outputs and cache
@@ -370,24 +370,29 @@ class LBMForCausalLM(LBMPreTrainedModel):
             x = x + self.stream_embed(stream_ids)
         return self.transformer(self.drop(x), past)
 
-    def _depth(self, hidden: torch.Tensor, known: torch.LongTensor, neighbours: torch.LongTensor | None = None) -> torch.Tensor:
+    def _depth(self, hidden: torch.Tensor, known: torch.LongTensor, neighbour_inputs: torch.Tensor | None = None) -> torch.Tensor:
         """Depth transformer: main hidden [B, P, D] and the first j codes of each position (offset tokens
         [B, P, j]) -> depth hidden [B, P, j + 1, d]; output i predicts stream i.
 
         Input 0 = projected main hidden; input i = projected main hidden + embedding of stream i-1's code
-        (+ a learned per-stream position embedding). With `depth_neighbours`, input i also carries stream i's codes
-        at the previous channel and the previous second (`neighbours` [B, P, M, 2] offset tokens, -1 = none).
+        (+ a learned per-stream position embedding). With `depth_neighbours`, input i also carries
+        `neighbour_inputs[:, :, i]` ([B, P, M, d], `_neighbour_inputs`): stream i's codes at the previous channel
+        and the previous second.
         """
         batch, num_positions, _ = hidden.shape
         h = self.depth_in(hidden)[:, :, None]
         codes = torch.cat((torch.zeros_like(h), self.depth_embed(known)), dim=2)
         x = h + codes + self.depth_position[: known.shape[-1] + 1]
-        if self.previous_channel_in is not None and neighbours is not None:
-            neighbours = neighbours[:, :, : known.shape[-1] + 1]
-            embedded = self.depth_embed(neighbours.clamp(min=0)) * (neighbours >= 0)[..., None]  # none -> 0
-            x = x + self.previous_channel_in(embedded[..., 0, :]) + self.previous_second_in(embedded[..., 1, :])
+        if neighbour_inputs is not None:
+            x = x + neighbour_inputs[:, :, : known.shape[-1] + 1]
         out, _ = self.depth_transformer(self.drop(x.flatten(0, 1)))
         return out.reshape(batch, num_positions, -1, out.shape[-1])
+
+    def _neighbour_inputs(self, neighbours: torch.LongTensor) -> torch.Tensor:
+        """Neighbour codes [B, P, M, 2] (offset tokens, -1 = none) -> depth inputs [B, P, M, d]: each through its
+        own linear map of the code embedding (none -> 0)."""
+        embedded = self.depth_embed(neighbours.clamp(min=0)) * (neighbours >= 0)[..., None]
+        return self.previous_channel_in(embedded[..., 0, :]) + self.previous_second_in(embedded[..., 1, :])
 
     @staticmethod
     def neighbour_tokens(tokens: torch.LongTensor, channel_ids: torch.Tensor, time_ids: torch.Tensor) -> torch.LongTensor:
@@ -498,10 +503,11 @@ class LBMForCausalLM(LBMPreTrainedModel):
         if self.flattened:
             logits = self._stream_logits(hidden, self.token_embed.weight)
         else:
-            neighbours = None
+            neighbour_inputs = None
             if self.previous_channel_in is not None:  # the extended cache holds the earlier positions and these
-                neighbours = self.neighbour_tokens(*cache.positions)[:, -num_positions:]
-            logits = self._stream_logits(self._depth(hidden, tokens[:, :, :-1], neighbours), self.depth_embed.weight)
+                neighbour_inputs = self._neighbour_inputs(self.neighbour_tokens(*cache.positions)[:, -num_positions:])
+            logits = self._stream_logits(self._depth(hidden, tokens[:, :, :-1], neighbour_inputs),
+                                         self.depth_embed.weight)
 
         loss = None
         if labels is not None and labels is not False:
@@ -616,10 +622,10 @@ class LBMForCausalLM(LBMPreTrainedModel):
         temperature, top_k, top_p = check_sampling_controls(temperature, top_k, top_p)
         if stream_temperatures is None:
             stream_temperatures = [temperature] * self.num_streams
-        stream_temperatures = [check_sampling_controls(t)[0] for t in stream_temperatures]
         if len(stream_temperatures) != self.num_streams:
             raise ValueError(f"stream_temperatures must give one temperature per stream ({self.num_streams}: "
                              f"{', '.join(self.code_layout.stream_names)}), got {len(stream_temperatures)}")
+        stream_temperatures = [check_temperature(t) for t in stream_temperatures]
         batch = batch_size if prompt_codes is None else (prompt_codes.shape[0] if isinstance(prompt_codes, torch.Tensor)
                                                          and prompt_codes.dim() == 5 else None)
         index = self.channel_indices(channels, batch)
@@ -678,14 +684,14 @@ class LBMForCausalLM(LBMPreTrainedModel):
                     hidden, _ = self._main(tokens[:, start:q], None, channel_ids[:, start:q + 1],
                                            time_ids[:, start:q + 1], None, None)
                 hidden = hidden[:, -1:]
-                neighbours = None
-                if self.previous_channel_in is not None:  # time-major: q - 1 (same second) and q - C
+                neighbour_inputs = None
+                if self.previous_channel_in is not None:  # time-major: q - 1 (same second) and q - C; once per position
                     none = torch.full_like(tokens[:, q], -1)
-                    neighbours = torch.stack((tokens[:, q - 1] if q % num_channels else none,
-                                              tokens[:, q - num_channels] if q >= num_channels else none),
-                                             dim=-1)[:, None]  # [B, 1, M, 2]
+                    neighbour_inputs = self._neighbour_inputs(torch.stack(
+                        (tokens[:, q - 1] if q % num_channels else none,
+                         tokens[:, q - num_channels] if q >= num_channels else none), dim=-1)[:, None])  # [B, 1, M, d]
                 for stream in range(m):  # depth transformer, re-run over the codes sampled so far
-                    depth = self._depth(hidden, tokens[:, q:q + 1, :stream], neighbours)[:, 0, -1]
+                    depth = self._depth(hidden, tokens[:, q:q + 1, :stream], neighbour_inputs)[:, 0, -1]
                     code = sample(self._one_stream_logits(depth, self.depth_embed.weight, stream), stream)
                     tokens[:, q, stream] = code + self._offsets[stream]
                 if use_cache:

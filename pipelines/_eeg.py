@@ -77,6 +77,7 @@ def load_recording(recording: Any, channel_names: Sequence[str] | None = None, s
     the windows needed for that many seconds.
     """
     from neurorvq.tokenizer import NeuroRVQFeatureExtractor
+    from neurorvq.tokenizer.checks import FLAT_STD, channel_std
 
     is_path = isinstance(recording, (str, os.PathLike))
     if is_path and not Path(recording).exists():
@@ -88,12 +89,10 @@ def load_recording(recording: Any, channel_names: Sequence[str] | None = None, s
                       sampling_rate=sampling_rate if (array or text) else None, return_tensors="pt",
                       window_patches=window_patches)
     values, mask = batch["input_values"], batch["padding_mask"]
-    real = mask.bool()
-    if real.any():
-        centered = torch.where(real, values - (values * real).sum(-1, keepdim=True) / real.sum(-1, keepdim=True).clamp(min=1), 0)
-        if float(centered.abs().max()) <= 1e-6:
-            raise ValueError(f"every channel of {recording if is_path else 'the recording'} is flat (constant): there is "
-                             "no EEG signal to encode, and correlation metrics would be undefined")
+    std = channel_std(values, mask)  # [N, C], NaN where a window has no real sample
+    if not torch.isnan(std).all() and bool((std[~torch.isnan(std)] <= FLAT_STD).all()):
+        raise ValueError(f"every channel of {recording if is_path else 'the recording'} is flat (constant): there is "
+                         "no EEG signal to encode, and correlation metrics would be undefined")
     if max_seconds is not None:
         a = values.shape[-1] // PATCH_SIZE
         keep = -(-int(max_seconds) // a)
@@ -109,7 +108,7 @@ def encode_windows(tokenizer, windows: dict, batch_size: int = 8) -> dict:
     (the preprocessed input, cut to whole real patches) and `channel_names`.
     """
     values, mask, names = windows["input_values"], windows["padding_mask"], windows["channel_names"]
-    if getattr(tokenizer, "is_mdct", False):  # lapped frames: encode the whole recording at once (no window edges)
+    if tokenizer.is_mdct:  # lapped frames: encode the whole recording at once (no window edges)
         values = values.permute(1, 0, 2).reshape(1, values.shape[1], -1)
         mask = mask.permute(1, 0, 2).reshape(1, mask.shape[1], -1)
     codes, scales = [], []
@@ -138,7 +137,7 @@ def decode_codes(tokenizer, codes: torch.Tensor, channel_names: Sequence[str], s
     windows of `patches_per_window` patches (the tokenizer's context), starting at patch 0."""
     a_total, c = codes.shape[-1], codes.shape[-2]
     # lapped frames decode in one call (the tokenizer windows its refiner itself): no seams between windows
-    step = a_total if getattr(tokenizer, "is_mdct", False) else patches_per_window(tokenizer, c)
+    step = a_total if tokenizer.is_mdct else patches_per_window(tokenizer, c)
     pieces = []
     for start in range(0, a_total, step):
         part = slice(start, min(start + step, a_total))

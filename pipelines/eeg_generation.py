@@ -140,7 +140,7 @@ class EEGGenerationPipeline(Pipeline):
             return inputs
         # a lapped (mdct) tokenizer windows the last frame of an encoded signal as an end frame, which a
         # continuation would not match: one more second is read (when there is one) and its codes dropped
-        lapped = getattr(self.eeg_tokenizer, "is_mdct", False)
+        lapped = self.eeg_tokenizer.is_mdct
         windows = load_recording(prompt, prompt_channel_names, prompt_sampling_rate,
                                  max_seconds=None if prompt_seconds is None else prompt_seconds + lapped)
         if channels is not None:  # select (and order) prompt channels
@@ -179,7 +179,7 @@ class EEGGenerationPipeline(Pipeline):
                                             progress=progress, stream_temperatures=streams)
         names = inputs["channel_names"]
         prompt_patches = 0 if inputs["prompt_codes"] is None else inputs["prompt_codes"].shape[-1]
-        if getattr(self.eeg_tokenizer, "is_mdct", False):  # lapped frames: prompt and continuation decode as one
+        if self.eeg_tokenizer.is_mdct:  # lapped frames: prompt and continuation decode as one
             pieces = [decode_codes(self.eeg_tokenizer, codes, names, scale_codes)]
         else:
             pieces = []

@@ -248,7 +248,8 @@ def test_realism_sees_missing_inter_channel_correlation_and_seams():
     report = realism_report(independent, real)
     assert report["correlation"]["real"] > report["correlation"]["synthetic"] + 0.3
     assert report["classifier"]["accuracy"] > 0.9  # the correlation feature alone separates them
-    assert realism_report(blocky, real)["seam"]["synthetic"] > 3 * realism_report(blocky, real)["seam"]["real"]
+    seams = realism_report(blocky, real)["seam"]
+    assert seams["synthetic"] > 3 * seams["real"]
 
 
 def test_plot_realism_writes_a_png(tmp_path):

@@ -31,7 +31,7 @@ class SignalQualityWarning(UserWarning):
     """Flat, clipped or saturated channels, or a truncated recording."""
 
 
-def _channel_std(x: torch.Tensor, padding_mask: torch.Tensor | None) -> torch.Tensor:
+def channel_std(x: torch.Tensor, padding_mask: torch.Tensor | None) -> torch.Tensor:
     """Standard deviation of every (window, channel) over its real samples -> [B, C] (NaN without real samples)."""
     x = x.detach().float().cpu()
     if padding_mask is None or tuple(padding_mask.shape) != tuple(x.shape):
@@ -56,7 +56,7 @@ def check_input_values(input_values, padding_mask=None, channel_names=None):
         input_values = input_values.float()  # float64 / float16 / bfloat16: the model computes in float32
     if input_values.dim() != 3 or input_values.numel() == 0 or not torch.isfinite(input_values).all():
         return input_values
-    std = _channel_std(input_values, padding_mask)
+    std = channel_std(input_values, padding_mask)
     std = std[~torch.isnan(std)]
     if std.numel() == 0:
         return input_values
@@ -76,7 +76,7 @@ def check_input_values(input_values, padding_mask=None, channel_names=None):
         warnings.warn(f"input_values have a median channel std of {typical:.3g} µV, far above EEG's 1-100 µV: are "
                       "they nanovolts, raw ADC counts, or microvolts multiplied by 1e6 twice? The tokenizer expects "
                       "microvolts", UnitWarning, stacklevel=3)
-    flat = (_channel_std(input_values, padding_mask) <= FLAT_STD).any(dim=0)  # flat in some window
+    flat = (channel_std(input_values, padding_mask) <= FLAT_STD).any(dim=0)  # flat in some window
     if bool(flat.any()):
         where = flat.nonzero().flatten().tolist()
         names = [channel_names[i] for i in where] if _names_list(channel_names, input_values.shape[1]) else where
@@ -97,5 +97,5 @@ def check_codes_not_empty(codes) -> None:
                          "least one window, one channel and one patch (A >= 1 second)")
 
 
-__all__ = ["FLAT_STD", "LOUD_STD", "SignalQualityWarning", "UnitWarning", "VOLTS_STD", "check_codes_not_empty",
+__all__ = ["FLAT_STD", "channel_std", "LOUD_STD", "SignalQualityWarning", "UnitWarning", "VOLTS_STD", "check_codes_not_empty",
            "check_input_values"]

@@ -31,7 +31,7 @@ from transformers.utils import ModelOutput
 from .checks import check_codes_not_empty, check_input_values
 from .configuration_neurorvq import NeuroRVQConfig
 from .loading import BUNDLED, load_pretrained
-from .quantization import ResidualVectorQuantizer
+from .quantization import ResidualVectorQuantizer, code_statistics
 from .transform import LappedTransform
 
 # ----------------------------------------------------------------------------------------------------
@@ -740,6 +740,15 @@ class NeuroRVQTokenizer(NeuroRVQPreTrainedModel):
             phase_cos=rearrange(cos, "b (c a) p -> b c a p", **shape),
         )
 
+    def _check_scale_codes(self, scale_codes, batch: int, channels: int, num_patches: int) -> torch.LongTensor:
+        """Scale codes as a tensor on the model's device, after checking their shape [B, 2, C, A] and range."""
+        scale_codes = torch.as_tensor(scale_codes, device=self.device)
+        if tuple(scale_codes.shape) != (batch, 2, channels, num_patches):
+            raise ValueError(f"scale_codes must have shape {(batch, 2, channels, num_patches)}, got {tuple(scale_codes.shape)}")
+        if scale_codes.is_floating_point() or scale_codes.min() < 0 or scale_codes.max() >= self.config.num_scale_tokens:
+            raise ValueError(f"scale_codes must be integers in [0, {self.config.num_scale_tokens})")
+        return scale_codes
+
     def _token_statistics(self, batch: int, channels: int, num_patches: int, log_amplitude_mean,
                           log_amplitude_std, scale_codes) -> tuple[torch.Tensor, torch.Tensor]:
         """Side information given to `decode` -> per-token log-amplitude (mean, std), each [B, C * A]."""
@@ -748,11 +757,7 @@ class NeuroRVQTokenizer(NeuroRVQPreTrainedModel):
             if not self.uses_scale_tokens:
                 raise ValueError("scale_codes given, but this model uses window_statistics: pass "
                                  "log_amplitude_mean and log_amplitude_std")
-            scale_codes = torch.as_tensor(scale_codes, device=self.device)
-            if tuple(scale_codes.shape) != (batch, 2, channels, num_patches):
-                raise ValueError(f"scale_codes must have shape {(batch, 2, channels, num_patches)}, got {tuple(scale_codes.shape)}")
-            if scale_codes.is_floating_point() or scale_codes.min() < 0 or scale_codes.max() >= self.config.num_scale_tokens:
-                raise ValueError(f"scale_codes must be integers in [0, {self.config.num_scale_tokens})")
+            scale_codes = self._check_scale_codes(scale_codes, batch, channels, num_patches)
             mean, std = self.dequantize_scales(scale_codes.reshape(batch, 2, n))
             return mean, std
         if log_amplitude_mean is None or log_amplitude_std is None:
@@ -794,10 +799,9 @@ class NeuroRVQTokenizer(NeuroRVQPreTrainedModel):
             if scale_codes is None:
                 raise ValueError("decode needs scale_codes (from encode): they carry the amplitude of every patch")
             channel_indices = self.channel_indices(channel_names, batch, channels)
-            self._token_statistics(batch, channels, num_patches, None, None, scale_codes)  # validates scale codes
+            scale_codes = self._check_scale_codes(scale_codes, batch, channels, num_patches)
             token_mask = None if patch_mask is None else patch_mask.to(self.device).bool().reshape(batch, -1)
-            shapes = self._band_shapes(codes.to(self.device))
-            return self._synthesize(shapes, torch.as_tensor(scale_codes, device=self.device), channel_indices, token_mask)
+            return self._synthesize(self._band_shapes(codes.to(self.device)), scale_codes, channel_indices, token_mask)
         mean, std = self._token_statistics(batch, channels, num_patches, log_amplitude_mean, log_amplitude_std,
                                            scale_codes)
         spectrum = self._decode_spectrum(codes, channel_names, patch_mask)  # codes checked above
@@ -881,14 +885,13 @@ class NeuroRVQTokenizer(NeuroRVQPreTrainedModel):
         zscored_input, _, _ = masked_standardize(patches(input_values), token_mask)
         zscored_reconstruction, _, _ = masked_standardize(patches(signal), token_mask)
         time_loss = masked_mean((zscored_reconstruction - zscored_input) ** 2, token_mask)
-        # per (scale, stage) code histogram of this batch, for the training log (padding patches included)
-        histogram = torch.stack([torch.stack([torch.bincount(codes[:, s, k].flatten(), minlength=config.codebook_size)
-                                              for k in range(codes.shape[2])]) for s in range(codes.shape[1])]).float()
-        probabilities = histogram / histogram.sum(-1, keepdim=True)
+        # per (scale, stage) usage and perplexity of this batch's codes, for the training log (padding included)
+        usage, perplexity = torch.stack([
+            torch.stack([torch.stack(code_statistics(codes[:, s, k], config.codebook_size)) for k in range(codes.shape[2])])
+            for s in range(codes.shape[1])]).unbind(-1)  # [S, K] each
         to_signal = lambda t: rearrange(t, "b (c a) p -> b c (a p)", c=channels)  # noqa: E731
         return NeuroRVQOutput(
             loss=config.time_loss_weight * time_loss, time_loss=time_loss, reconstruction=signal,
             zscored_input=to_signal(zscored_input), zscored_reconstruction=to_signal(zscored_reconstruction),
-            codes=codes, scale_codes=scale_codes, codebook_usage=(histogram > 0).float().mean(-1),
-            codebook_perplexity=torch.exp(-(probabilities * probabilities.clamp(min=1e-10).log()).sum(-1)),
+            codes=codes, scale_codes=scale_codes, codebook_usage=usage, codebook_perplexity=perplexity,
         )

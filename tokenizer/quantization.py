@@ -59,6 +59,13 @@ def kmeans(samples: torch.Tensor, num_clusters: int, num_iters: int, use_cosine:
     return means, counts
 
 
+def code_statistics(indices: torch.Tensor, codebook_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fraction of the codebook used and perplexity (exp of the entropy, nats) of the codes `indices` (any shape)."""
+    histogram = torch.bincount(indices.flatten(), minlength=codebook_size).float()
+    probabilities = histogram / histogram.sum().clamp(min=1)
+    return (histogram > 0).float().mean(), torch.exp(-(probabilities * probabilities.clamp(min=1e-10).log()).sum())
+
+
 class EMACodebook(nn.Module):
     """One quantizer stage: a codebook [codebook_size, code_dim] updated by EMA, never by gradients.
 
@@ -222,10 +229,9 @@ class ResidualVectorQuantizer(nn.Module):
             quantized = quantized + target + (codewords - target).detach()
             residual = residual - codewords
             codes.append(indices)
-            histogram = torch.bincount(real_indices, minlength=stage.codebook_size).float()
-            probabilities = histogram / histogram.sum().clamp(min=1)
-            usage.append((histogram > 0).float().mean())
-            perplexity.append(torch.exp(-(probabilities * probabilities.clamp(min=1e-10).log()).sum()))
+            stage_usage, stage_perplexity = code_statistics(real_indices, stage.codebook_size)
+            usage.append(stage_usage)
+            perplexity.append(stage_perplexity)
         return QuantizerOutput(
             quantized=quantized,
             codes=torch.stack(codes),

@@ -84,7 +84,3 @@ class LappedTransform(nn.Module):
         length = (num_patches + 1) * p
         signal = F.fold(frames.transpose(1, 2), output_size=(1, length), kernel_size=(1, 2 * p), stride=(1, p))
         return signal.reshape(*lead, length)[..., p // 2: p // 2 + num_patches * p]
-
-    def band_of(self, frequency_hz: float, sampling_rate: float) -> int:
-        """Index of the first coefficient whose centre frequency is >= `frequency_hz`."""
-        return max(0, min(self.patch_size, math.ceil(frequency_hz * 2 * self.patch_size / sampling_rate - 0.5)))
