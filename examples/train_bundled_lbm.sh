@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # How the bundled LBM (neurorvq/lbm-small) was made on this 2-core CPU: tokenize the prepared ../shared/data/eeg with
-# the bundled tokenizer, train configs/lbm/small-depthwise.json on the training codes (code embeddings start from the
-# tokenizer's codebooks), evaluate NLL against the count models, realism and prompt specificity on the validation
-# subjects, and draw the learning curve.
+# the bundled tokenizer (the rows carry `neurorvq prepare`'s labels: EEGMAT rest / arithmetic, EEGMMIDB eyes_open /
+# eyes_closed baselines), train configs/lbm/small-depthwise.json on the training codes (code embeddings and codeword
+# scores start from the tokenizer's codebooks; conditions = the config's condition_names, 10% condition dropout),
+# evaluate NLL against the count models, realism, prompt specificity and the conditional utility (TSTR / TRTR) on the
+# validation subjects, and draw the learning curve.
 set -euo pipefail
 WORK=${WORK:-runs/tokenizer-small}     # holds data/ from examples/train_bundled_tokenizer.sh
 OUT=${OUT:-runs/lbm-small}
-STEPS=${STEPS:-1600}
+STEPS=${STEPS:-1200}
 CONFIG=${CONFIG:-configs/lbm/small-depthwise.json}
 neurorvq tokenize "$WORK/data" --tokenizer neurorvq/tokenizer-small --output "$WORK/codes"
-neurorvq train-lbm --config "$CONFIG" --data "$WORK/codes" --output "$OUT/model" \
+# one thread: the bundle was trained so, with the second core busy with other work
+OMP_NUM_THREADS=1 neurorvq train-lbm --config "$CONFIG" --data "$WORK/codes" --output "$OUT/model" \
   --max-steps "$STEPS" --batch-size 8 --learning-rate 1.5e-3 --warmup-steps 100 --save-steps 200 --eval-steps 200
 neurorvq evaluate-lbm "$OUT/model" --codes "$WORK/codes" --data "$WORK/data" --tokenizer neurorvq/tokenizer-small \
-  --samples 32 --seconds 8 --temperature 1.0 --output "$OUT/validation.json" --figure "$OUT/realism.png" \
-  --curve "$OUT/learning_curve.png"
+  --samples 32 --seconds 8 --temperature 0.9 --guidance-scales 1,2 --output "$OUT/validation.json" \
+  --figure "$OUT/realism.png" --curve "$OUT/learning_curve.png"

@@ -40,6 +40,24 @@ class LBMConfig(PretrainedConfig):
             their M stream embeddings; these direct inputs hand each stream its own nearest context. Off by default
             so that configs saved before it existed load as they were; the shipped configs and
             `from_tokenizer_config` turn it on.
+        codeword_dims (`list[int]`, *optional*): dimension of each scale's codewords in the tokenizer (an mdct
+            tokenizer's `band_widths`). With `codeword_logits`, the model holds a copy of the tokenizer's codebooks.
+        codeword_logits (`bool`): `depthwise` only: add a Gaussian score in codeword space to each code's logit,
+            -precision / 2 * ||codeword - predicted mean||^2 (mean and precision predicted per stream; scale streams
+            use their level on [-1, 1] as a 1-d codeword). Codes near the predicted value then share probability,
+            which plain logits over 512 unrelated symbols do not: needed for channels whose band codes agree as
+            much as real EEG's do. Requires `codeword_dims`; `init_code_embeddings` copies the codebooks.
+        spatial_context (`bool`): with `codeword_logits`: the depth step of stream m at (a, c) also reads an
+            attention-weighted mean of stream m's codewords over the channels before c in second a, with weights that
+            depend on the two channels only (`spatial_heads` heads; uniform at the start). Real EEG channels share
+            much of their waveform (volume conduction, common reference): this hands each stream a direct estimate of
+            the shared part so far, which sums of 18 embeddings in the main transformer do not.
+        spatial_heads (`int`): heads of that channel-to-channel attention.
+        condition_names (`list[str]`, *optional*): the conditions (brain states) the model knows, e.g.
+            `["arithmetic", "eyes_closed", "eyes_open", "rest"]`; condition id i + 1 = `condition_names[i]`, id 0 =
+            unconditional. None or [] = no conditions. `train_lbm` fills it from the training labels when None.
+        condition_dropout (`float`): share of training windows whose condition is replaced by the unconditional id
+            (so that unconditional sampling and classifier-free guidance work).
         layer_norm_eps (`float`): LayerNorm epsilon.
         initializer_range (`float`): std of the normal initialisation (residual projections are scaled down
             by sqrt(2 * layers), GPT-2 style).
@@ -68,6 +86,12 @@ class LBMConfig(PretrainedConfig):
         depth_layers: int = 2,
         depth_heads: int = 4,
         depth_neighbours: bool = False,
+        codeword_dims: list[int] | None = None,
+        codeword_logits: bool = False,
+        spatial_context: bool = False,
+        spatial_heads: int = 2,
+        condition_names: list[str] | None = None,
+        condition_dropout: float = 0.1,
         layer_norm_eps: float = 1e-5,
         initializer_range: float = 0.02,
         tokenizer_name_or_path: str | None = None,
@@ -91,6 +115,12 @@ class LBMConfig(PretrainedConfig):
         self.depth_layers = depth_layers
         self.depth_heads = depth_heads
         self.depth_neighbours = depth_neighbours
+        self.codeword_dims = None if codeword_dims is None else [int(d) for d in codeword_dims]
+        self.codeword_logits = codeword_logits
+        self.spatial_context = spatial_context
+        self.spatial_heads = spatial_heads
+        self.condition_names = None if condition_names is None else list(condition_names)
+        self.condition_dropout = condition_dropout
         self.layer_norm_eps = layer_norm_eps
         self.initializer_range = initializer_range
         self.tokenizer_name_or_path = tokenizer_name_or_path
@@ -101,7 +131,9 @@ class LBMConfig(PretrainedConfig):
     def from_tokenizer_config(cls, tokenizer_config, **kwargs) -> "LBMConfig":
         """An LBM config whose code layout and channel vocabulary match a `NeuroRVQConfig`; `kwargs` set the rest.
 
-        Scale streams are modelled only when the tokenizer uses `amplitude_side_information="scale_tokens"`.
+        Scale streams are modelled only when the tokenizer uses `amplitude_side_information="scale_tokens"`. For an mdct
+        tokenizer and the depth-wise layout, codeword scores and the spatial context are on (`codeword_logits`,
+        `spatial_context`); `init_code_embeddings(tokenizer)` then copies its codebooks.
         """
         layout = CodeLayout.from_tokenizer_config(tokenizer_config)
         defaults = dict(
@@ -113,6 +145,8 @@ class LBMConfig(PretrainedConfig):
             tokenizer_name_or_path=getattr(tokenizer_config, "_name_or_path", None) or None,
             depth_neighbours=True,
         )
+        if getattr(tokenizer_config, "token_design", "released") == "mdct" and kwargs.get("layout", "depthwise") == "depthwise":
+            defaults.update(codeword_dims=list(tokenizer_config.band_widths), codeword_logits=True, spatial_context=True)
         defaults.update(kwargs)
         return cls(**defaults)
 
@@ -123,6 +157,21 @@ class LBMConfig(PretrainedConfig):
     @property
     def num_streams(self) -> int:
         return self.code_layout.num_streams
+
+    @property
+    def num_conditions(self) -> int:
+        """Known conditions (the unconditional id 0 not counted)."""
+        return len(self.condition_names or [])
+
+    def condition_id(self, condition) -> int:
+        """A condition name (or None = unconditional) -> its id; `ValueError` listing the known names otherwise."""
+        if condition is None:
+            return 0
+        names = self.condition_names or []
+        if not isinstance(condition, str) or condition not in names:
+            known = ", ".join(names) if names else "none: this model was trained without conditions"
+            raise ValueError(f"unknown condition {condition!r}; the model knows: {known}")
+        return names.index(condition) + 1
 
     @property
     def positions_per_context(self) -> int:
@@ -168,6 +217,22 @@ class LBMConfig(PretrainedConfig):
         if self.layout == "flattened" and self.max_positions < self.num_streams:
             raise ValueError(f"LBMConfig.max_positions ({self.max_positions}) counts tokens in the flattened layout "
                              f"and must hold at least one position ({self.num_streams} streams)")
+        if self.codeword_dims is not None and (len(self.codeword_dims) != self.num_scales
+                                               or any(d <= 0 for d in self.codeword_dims)):
+            raise ValueError(f"LBMConfig.codeword_dims must give one positive dimension per scale ({self.num_scales}), "
+                             f"got {self.codeword_dims!r}")
+        if self.codeword_logits and (self.layout != "depthwise" or self.codeword_dims is None):
+            raise ValueError("LBMConfig.codeword_logits needs the depthwise layout and codeword_dims")
+        if self.spatial_context and not self.codeword_logits:
+            raise ValueError("LBMConfig.spatial_context reads codewords: it needs codeword_logits")
+        if isinstance(self.spatial_heads, bool) or not isinstance(self.spatial_heads, int) or self.spatial_heads <= 0:
+            raise ValueError(f"LBMConfig.spatial_heads must be a positive integer, got {self.spatial_heads!r}")
+        names = self.condition_names
+        if names is not None and (any(not isinstance(n, str) or not n for n in names) or len(set(names)) != len(names)):
+            raise ValueError(f"LBMConfig.condition_names must be distinct non-empty strings, got {names!r}")
+        if isinstance(self.condition_dropout, bool) or not isinstance(self.condition_dropout, (int, float)) \
+                or not 0 <= self.condition_dropout < 1:
+            raise ValueError(f"LBMConfig.condition_dropout must be in [0, 1), got {self.condition_dropout!r}")
         if self.tokenizer_name_or_path is not None and not isinstance(self.tokenizer_name_or_path, str):
             raise ValueError(f"LBMConfig.tokenizer_name_or_path must be a string or None, "
                              f"got {self.tokenizer_name_or_path!r}")

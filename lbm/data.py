@@ -2,7 +2,7 @@
 
 A code row holds one window: `codes` [S][K][C][A] int16, `scale_codes` [2][C][A] int16 (empty without scale
 tokens), `channel_indices` [C], `valid_patches` (patches holding real samples), plus the window's
-`channel_names`, `recording_id` and `subject_id`.
+`channel_names`, `recording_id`, `subject_id` and `label` (`""` = unlabelled).
 """
 
 from __future__ import annotations
@@ -31,9 +31,15 @@ def tokenize_dataset(data_dir: str | Path, tokenizer, output_dir: str | Path, ba
                      tokenizer_fingerprint: str | None = None) -> dict:
     """Encode every window of a prepared dataset (`neurorvq prepare`) into codes with `datasets.map`.
 
+    The windows' `channel_names`, `recording_id`, `subject_id` and `label` (`""` when the prepared data has none)
+    are carried into the code rows. The map streams: it reads the memory-mapped prepared split and writes the codes
+    to a scratch folder beside `output_dir` (removed at the end), so memory does not grow with the corpus.
     The result is cached: re-running with the same prepared data and tokenizer reuses `output_dir`;
     a different tokenizer or different data rebuilds it. Returns `{"reused_cache", "windows"}`.
     """
+    import shutil
+    import tempfile
+
     import datasets
 
     data_dir, output_dir = Path(data_dir), Path(output_dir)
@@ -78,21 +84,33 @@ def tokenize_dataset(data_dir: str | Path, tokenizer, output_dir: str | Path, ba
         "channel_names": datasets.Sequence(datasets.Value("string")),
         "recording_id": datasets.Value("string"),
         "subject_id": datasets.Value("string"),
+        "label": datasets.Value("string"),
     })
-    with torch.no_grad():
-        coded = datasets.DatasetDict({
-            # an empty split (no validation subject) maps to nothing: give it the code columns all the same
-            name: datasets.Dataset.from_dict({k: [] for k in features}, features=features) if len(split) == 0 else split.map(
-                encode_batch, batched=True, batch_size=batch_size, features=features,
-                remove_columns=["input_values", "valid_samples", "source_sampling_rate", "start_seconds"],
-                new_fingerprint=f"{fingerprint[:32]}-{name}", desc=f"tokenizing {name}", load_from_cache_file=False,
-                keep_in_memory=True,  # write nothing beside the prepared data: the result is saved below
-            )
-            for name, split in prepared.items()
-        })
     output_dir.mkdir(parents=True, exist_ok=True)
-    coded.save_to_disk(str(output_dir), num_shards={name: 1 for name, split in coded.items() if len(split) == 0})
-    manifest = {"fingerprint": fingerprint, "windows": {k: len(v) for k, v in coded.items()},
+    scratch = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tokenize-", dir=output_dir.resolve().parent))
+    try:
+        coded = {}
+        with torch.no_grad():
+            for name, split in prepared.items():
+                if "label" not in split.column_names:  # prepared before labels existed
+                    split = split.add_column("label", [""] * len(split))
+                if len(split) == 0:  # an empty split (no validation subject) maps to nothing: code columns all the same
+                    coded[name] = datasets.Dataset.from_dict({k: [] for k in features}, features=features)
+                    continue
+                coded[name] = split.map(
+                    encode_batch, batched=True, batch_size=batch_size, features=features,
+                    remove_columns=[c for c in split.column_names if c not in features],
+                    new_fingerprint=f"{fingerprint[:32]}-{name}", desc=f"tokenizing {name}", load_from_cache_file=False,
+                    cache_file_name=str(scratch / f"{name}.arrow"),  # written as it goes; saved below, then removed
+                )
+        coded = datasets.DatasetDict(coded)
+        manifest_path.unlink(missing_ok=True)  # a rebuild: an interrupted save is never reused
+        coded.save_to_disk(str(output_dir), num_shards={name: 1 for name, split in coded.items() if len(split) == 0})
+        windows = {k: len(v) for k, v in coded.items()}
+        del coded
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    manifest = {"fingerprint": fingerprint, "windows": windows,
                 "tokenizer": getattr(tokenizer, "name_or_path", ""), "codebook_size": tokenizer.config.codebook_size,
                 "num_scales": tokenizer.config.num_scales, "num_quantizers": tokenizer.config.num_quantizers,
                 "num_scale_tokens": tokenizer.config.num_scale_tokens if tokenizer.uses_scale_tokens else 0}
@@ -106,6 +124,13 @@ def _model_fingerprint(model) -> str:
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().numpy().tobytes())
     return digest.hexdigest()
+
+
+def dataset_labels(dataset) -> list[str]:
+    """The distinct non-empty `label`s of a code (or prepared) dataset, sorted; [] when it has no `label` column."""
+    if "label" not in dataset.column_names:
+        return []
+    return sorted({label for label in dataset.unique("label") if label})
 
 
 def load_codes(path: str | Path, split: str | None = None):
@@ -125,8 +150,14 @@ def code_shapes(dataset) -> list[tuple[int, int]]:
 
 
 def collate_codes(rows: list[dict], max_positions: int | None = None, max_patches: int | None = None,
-                  generator: torch.Generator | None = None) -> dict:
-    """Code windows of one shape -> LBM inputs: `positions` [B, P, M], `channel_ids`/`time_ids`/`position_mask` [B, P].
+                  generator: torch.Generator | None = None, condition_names: list[str] | None = None,
+                  condition_dropout: float = 0.0) -> dict:
+    """Code windows of one shape -> LBM inputs: `positions` [B, P, M], `channel_ids`/`time_ids`/`position_mask` [B, P]
+    and `condition_ids` [B].
+
+    `condition_ids`: 1 + the index of a row's `label` in `condition_names`; 0 (unconditional) for rows without a
+    label, with a label outside `condition_names`, or when `condition_names` is None; with `condition_dropout`, that
+    share of the labelled rows is set to 0 as well (drawn like the crop: see below).
 
     With `max_positions` (and `max_patches`, the time-embedding size), longer windows are cropped to a random run
     of whole real patches (time ids re-based to 0), the same run for the whole batch. The crop draws from
@@ -156,8 +187,17 @@ def collate_codes(rows: list[dict], max_positions: int | None = None, max_patche
         keep = slice(start * num_channels, (start + patches) * num_channels)
         positions, channel_ids, position_mask = positions[:, keep], channel_ids[:, keep], position_mask[:, keep]
         time_ids = time_ids[:, keep] - start
+    condition_ids = torch.tensor([condition_names.index(r["label"]) + 1 if condition_names and r.get("label") in
+                                  condition_names else 0 for r in rows], dtype=torch.long)
+    if condition_dropout > 0:
+        if rows and "crop_seed" in rows[0]:  # its own stream: drop-outs do not move the crops
+            dropout_generator = torch.Generator().manual_seed(int(rows[0]["crop_seed"]) ^ 0x5DEECE66D)
+        else:
+            dropout_generator = generator
+        drop = torch.rand(len(rows), generator=dropout_generator) < condition_dropout
+        condition_ids = condition_ids.masked_fill(drop, 0)
     return {"positions": positions, "channel_ids": channel_ids, "time_ids": time_ids, "position_mask": position_mask,
-            "num_channels": num_channels}
+            "num_channels": num_channels, "condition_ids": condition_ids}
 
 
 class SeededBatchSampler(torch.utils.data.Sampler):
@@ -216,7 +256,8 @@ class _SeededRows(torch.utils.data.Dataset):
 
 
 def code_loader(dataset, batch_size: int, shuffle: bool, seed: int = 0, num_workers: int = 0,
-                max_positions: int | None = None, max_patches: int | None = None):
+                max_positions: int | None = None, max_patches: int | None = None,
+                condition_names: list[str] | None = None, condition_dropout: float = 0.0):
     """Shape-bucketed batches of code windows (see `collate_codes`).
 
     Neither the crops nor the creation of an iterator draw from torch's global RNG (exact training resume).
@@ -226,7 +267,9 @@ def code_loader(dataset, batch_size: int, shuffle: bool, seed: int = 0, num_work
     sampler = SeededBatchSampler(ShapeBucketBatchSampler(code_shapes(dataset), batch_size, shuffle=shuffle, seed=seed))
     return torch.utils.data.DataLoader(_SeededRows(dataset), batch_sampler=sampler, num_workers=num_workers,
                                        generator=torch.Generator().manual_seed(seed),
-                                       collate_fn=partial(collate_codes, max_positions=max_positions, max_patches=max_patches))
+                                       collate_fn=partial(collate_codes, max_positions=max_positions, max_patches=max_patches,
+                                                          condition_names=condition_names,
+                                                          condition_dropout=condition_dropout))
 
 
-__all__ = ["tokenize_dataset", "load_codes", "code_shapes", "collate_codes", "code_loader"]
+__all__ = ["tokenize_dataset", "dataset_labels", "load_codes", "code_shapes", "collate_codes", "code_loader"]

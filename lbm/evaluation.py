@@ -641,7 +641,9 @@ def evaluate_lbm(model, tokenizer, train_codes, validation_codes, validation_row
     from .training import validation_nll
 
     sizes = model.config.code_layout.stream_vocab_sizes
-    results = {"lbm": validation_nll(model.eval(), validation_codes)}
+    results = {"lbm": validation_nll(model.eval(), validation_codes)}  # unconditional, like the count models
+    if model.config.condition_names:  # each window given its own label
+        results["lbm_conditional"] = validation_nll(model, validation_codes, conditional=True)
     for name, baseline in count_baselines(train_codes, validation_codes, sizes).items():
         results[name] = {k: v for k, v in baseline.items() if k in ("bits_per_code", "bits_per_position", "weights")}
     rows = list(validation_rows)

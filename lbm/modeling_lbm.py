@@ -41,6 +41,8 @@ from .configuration_lbm import LBMConfig
 from .layout import channel_and_time_ids, codes_to_positions, positions_to_codes
 from .sampling import check_sampling_controls, check_temperature
 
+SPATIAL_KEY_SIZE = 16  # per head, channel-to-channel attention of `spatial_context`
+
 # ----------------------------------------------------------------------------------------------------
 # Outputs and cache
 # ----------------------------------------------------------------------------------------------------
@@ -234,6 +236,14 @@ class LBMPreTrainedModel(PreTrainedModel):
             for linear in (module.previous_channel_in, module.previous_second_in):
                 if linear is not None:
                     init.eye_(linear.weight)  # neighbour codes enter at the scale of the code embeddings
+            if module.codeword_mean is not None:
+                # predicted mean 0 and a broad precision: at step 0 the codeword score is a weak prior towards small
+                # codewords, and the logits are those of the plain head
+                init.zeros_(module.codeword_mean.weight)
+                init.zeros_(module.codeword_precision)
+                init.zeros_(module.codeword_log_precision)
+            if module.spatial_in is not None:
+                init.zeros_(module.spatial_in)  # the spatial context starts switched off
 
 
 # LBMs shipped inside the package, loadable offline by name.
@@ -289,6 +299,27 @@ class LBMForCausalLM(LBMPreTrainedModel):
             use = config.depth_neighbours
             self.previous_channel_in = nn.Linear(depth, depth, bias=False) if use else None
             self.previous_second_in = nn.Linear(depth, depth, bias=False) if use else None
+        # codeword scores (`codeword_logits`): each stream's codewords, side by side in one [V_max, sum of dims] table
+        self.codeword_mean = self.codeword_precision = self.codeword_log_precision = None
+        if config.codeword_logits:
+            dims = [1, 1] if layout.has_scale_codes else []
+            dims += [d for d in config.codeword_dims for _ in range(layout.num_quantizers)]
+            ends = [sum(dims[: m + 1]) for m in range(self.num_streams)]
+            self._codeword_slices = [(end - dim, end) for end, dim in zip(ends, dims)]
+            self.register_buffer("codewords", torch.zeros(max(self._stream_sizes), sum(dims)))
+            if layout.has_scale_codes:  # scale levels on [-1, 1] (init_code_embeddings writes the codebooks)
+                level = torch.linspace(-1, 1, layout.num_scale_tokens)
+                self.codewords[: layout.num_scale_tokens, :2] = level[:, None]
+            self.codeword_mean = nn.Linear(config.depth_hidden_size, sum(dims), bias=False)
+            self.codeword_precision = nn.Parameter(torch.zeros(self.num_streams, config.depth_hidden_size))
+            self.codeword_log_precision = nn.Parameter(torch.zeros(self.num_streams))
+        self.spatial_query = self.spatial_key = self.spatial_in = None
+        if config.spatial_context:
+            heads = config.spatial_heads
+            self.spatial_query = nn.Embedding(config.channel_vocab_size, heads * SPATIAL_KEY_SIZE)
+            self.spatial_key = nn.Embedding(config.channel_vocab_size, heads * SPATIAL_KEY_SIZE)
+            self.spatial_in = nn.Parameter(torch.zeros(heads, self.codewords.shape[1], config.depth_hidden_size))
+        self.condition_embed = (nn.Embedding(config.num_conditions + 1, dim) if config.num_conditions else None)
         self.post_init()
 
     # ---- tables -------------------------------------------------------------------------------------
@@ -316,6 +347,17 @@ class LBMForCausalLM(LBMPreTrainedModel):
                     raise ValueError(f"the tokenizer's codebooks have {codebook.shape[0]} codes, this LBM expects "
                                      f"{layout.codebook_size}")
                 features.append(codebook - codebook.mean(0))
+                if self.codeword_mean is not None:
+                    start, end = self._codeword_slices[len(features) - 1]
+                    if codebook.shape[1] != end - start:
+                        raise ValueError(f"scale {s} of the tokenizer has {codebook.shape[1]}-d codewords, this LBM "
+                                         f"expects codeword_dims[{s}] = {end - start}")
+                    self.codewords[: codebook.shape[0], start:end] = codebook.to(self.codewords)
+        if self.codeword_mean is not None:  # a weak start: the prior term -precision ||w_j||^2 / 2 spreads by 1 nat
+            for m, (start, end) in enumerate(self._codeword_slices):
+                words = self.codewords[: self._stream_sizes[m], start:end]
+                spread = (words * words).sum(-1).std() / 2
+                self.codeword_log_precision[m] = -torch.log(spread.clamp(min=1e-8))
         for table in (self.token_embed, self.depth_embed):
             if table is None:
                 continue
@@ -344,22 +386,41 @@ class LBMForCausalLM(LBMPreTrainedModel):
         codes = torch.arange(max(self._stream_sizes), device=hidden.device)
         index = self.stream_offsets(hidden.device)[:, None] + torch.minimum(codes, sizes[:, None] - 1)
         logits = torch.einsum("bpmd,mvd->bpmv", hidden, table[index])
+        if self.codeword_mean is not None and table is not self.token_embed.weight:
+            width = logits.shape[-1]
+            logits = logits + torch.stack([F.pad(self._codeword_scores(hidden[:, :, m], m),
+                                                 (0, width - self._stream_sizes[m])) for m in range(hidden.shape[2])], 2)
         return logits.masked_fill(codes >= sizes[:, None], float("-inf"))
 
     def _one_stream_logits(self, hidden: torch.Tensor, table: torch.Tensor, stream: int) -> torch.Tensor:
         """hidden [B, d] -> logits [B, V_stream] over stream `stream`'s own codes."""
         start = self._offsets[stream]
-        return hidden @ table[start:start + self._stream_sizes[stream]].T
+        logits = hidden @ table[start:start + self._stream_sizes[stream]].T
+        if self.codeword_mean is not None and table is not self.token_embed.weight:
+            logits = logits + self._codeword_scores(hidden, stream)
+        return logits
+
+    def _codeword_scores(self, hidden: torch.Tensor, stream: int) -> torch.Tensor:
+        """Depth hidden [..., d] of stream `stream` -> Gaussian scores [..., V_stream]: precision * (mean . w_j -
+        ||w_j||^2 / 2) = -precision / 2 * ||w_j - mean||^2 + a constant, over the stream's codewords w_j."""
+        start, end = self._codeword_slices[stream]
+        words = self.codewords[: self._stream_sizes[stream], start:end]  # [V, D]
+        mean = hidden @ self.codeword_mean.weight[start:end].T  # [..., D]
+        log_precision = hidden @ self.codeword_precision[stream] + self.codeword_log_precision[stream]
+        precision = log_precision.clamp(-12.0, 12.0).exp()[..., None]
+        return precision * (mean @ words.T - 0.5 * (words * words).sum(-1))
 
     # ---- the two transformers -------------------------------------------------------------------------
 
     def _main(self, previous: torch.LongTensor, pending: torch.LongTensor | None, channel_ids: torch.Tensor,
-              time_ids: torch.Tensor, stream_ids: torch.Tensor | None, past: list | None):
+              time_ids: torch.Tensor, stream_ids: torch.Tensor | None, past: list | None,
+              condition_ids: torch.Tensor | None = None):
         """Run main-transformer steps.
 
         Step t's input is the summed embedding of its n input tokens: `pending` [B, n] for the first step
         (BOS when None), then `previous` [B, T-1, n]; plus the channel/time (and, flattened, stream)
-        embeddings [B, T] of what step t predicts. Returns (hidden [B, T, D], per-layer (k, v)).
+        embeddings [B, T] of what step t predicts, and the condition embedding of `condition_ids` [B] (None =
+        unconditional) on every step. Returns (hidden [B, T, D], per-layer (k, v)).
         """
         batch = channel_ids.shape[0]
         first = (self.bos.expand(batch, 1, -1) if pending is None
@@ -368,6 +429,10 @@ class LBMForCausalLM(LBMPreTrainedModel):
         x = x + self.channel_embed(channel_ids) + self.time_embed(time_ids)
         if stream_ids is not None:
             x = x + self.stream_embed(stream_ids)
+        if self.condition_embed is not None:
+            if condition_ids is None:
+                condition_ids = torch.zeros(batch, dtype=torch.long, device=x.device)
+            x = x + self.condition_embed(condition_ids)[:, None]
         return self.transformer(self.drop(x), past)
 
     def _depth(self, hidden: torch.Tensor, known: torch.LongTensor, neighbour_inputs: torch.Tensor | None = None) -> torch.Tensor:
@@ -387,6 +452,29 @@ class LBMForCausalLM(LBMPreTrainedModel):
             x = x + neighbour_inputs[:, :, : known.shape[-1] + 1]
         out, _ = self.depth_transformer(self.drop(x.flatten(0, 1)))
         return out.reshape(batch, num_positions, -1, out.shape[-1])
+
+    def _codeword_vectors(self, tokens: torch.LongTensor) -> torch.Tensor:
+        """Offset tokens [B, L, M] -> each stream's codeword, side by side: [B, L, sum of codeword dims] (positions not
+        sampled yet hold 0s: clamped to a valid row, and never weighted)."""
+        return torch.cat([self.codewords[(tokens[..., m] - self._offsets[m]).clamp(min=0), start:end]
+                          for m, (start, end) in enumerate(self._codeword_slices)], dim=-1)
+
+    def _spatial_inputs(self, tokens: torch.LongTensor, channel_ids: torch.Tensor, time_ids: torch.Tensor) -> torch.Tensor:
+        """`spatial_context` depth inputs [B, L, M, d] of every position of tokens [B, L, M]: per head, a softmax over the
+        earlier positions of the same second (same time id), weighted by their channel pair only, of their codewords,
+        each stream's part through its own map. Zero for the first channel of a second."""
+        heads = self.config.spatial_heads
+        query = rearrange(self.spatial_query(channel_ids), "b l (h k) -> b h l k", h=heads)
+        key = rearrange(self.spatial_key(channel_ids), "b l (h k) -> b h l k", h=heads)
+        length = tokens.shape[1]
+        earlier = torch.ones(length, length, dtype=torch.bool, device=tokens.device).tril(-1)
+        visible = (time_ids[:, :, None] == time_ids[:, None, :]) & earlier  # [B, L, L]
+        scores = (query @ key.transpose(-1, -2)) / math.sqrt(SPATIAL_KEY_SIZE)
+        weights = scores.masked_fill(~visible[:, None], float("-inf")).softmax(-1)
+        weights = torch.where(visible[:, None].any(-1, keepdim=True), weights, 0.0)  # no earlier channel: nothing
+        context = weights @ self._codeword_vectors(tokens)[:, None]  # [B, H, L, sum D]
+        return torch.stack([torch.einsum("bhlD,hDd->bld", context[..., start:end], self.spatial_in[:, start:end])
+                            for start, end in self._codeword_slices], dim=2)
 
     def _neighbour_inputs(self, neighbours: torch.LongTensor) -> torch.Tensor:
         """Neighbour codes [B, P, M, 2] (offset tokens, -1 = none) -> depth inputs [B, P, M, d]: each through its
@@ -412,7 +500,7 @@ class LBMForCausalLM(LBMPreTrainedModel):
         return torch.stack((previous_channel, previous_second), dim=-1)
 
     def _run_positions(self, tokens: torch.LongTensor, channel_ids: torch.Tensor, time_ids: torch.Tensor,
-                       cache: LBMCache | None):
+                       cache: LBMCache | None, condition_ids: torch.Tensor | None = None):
         """Main transformer over whole positions (offset tokens [B, P, M]) after `cache`.
 
         Returns (hidden: [B, P, M, D] flattened / [B, P, D] depthwise, the extended cache)."""
@@ -423,9 +511,9 @@ class LBMForCausalLM(LBMPreTrainedModel):
             flat = tokens.flatten(1)
             streams = torch.arange(m, device=tokens.device).repeat(num_positions)
             hidden, kv = self._main(flat[:, :-1, None], pending, channel_ids.repeat_interleave(m, dim=1),
-                                    time_ids.repeat_interleave(m, dim=1), streams, past)
+                                    time_ids.repeat_interleave(m, dim=1), streams, past, condition_ids)
             return hidden.reshape(batch, num_positions, m, -1), LBMCache(kv, flat[:, -1:])
-        hidden, kv = self._main(tokens[:, :-1], pending, channel_ids, time_ids, None, past)
+        hidden, kv = self._main(tokens[:, :-1], pending, channel_ids, time_ids, None, past, condition_ids)
         held = (tokens, channel_ids, time_ids)
         if cache is not None and cache.positions is not None:
             held = tuple(torch.cat(pair, dim=1) for pair in zip(cache.positions, held))
@@ -450,6 +538,20 @@ class LBMForCausalLM(LBMPreTrainedModel):
             raise ValueError(f"{name} hold a code outside its stream's vocabulary (first at [b, p, m] = {bad}; "
                              f"stream sizes {self._stream_sizes})")
 
+    def _check_condition_ids(self, condition_ids, batch: int) -> torch.Tensor | None:
+        """None or [B] integer ids in [0, num_conditions] -> a LongTensor on the model's device (or None)."""
+        if condition_ids is None:
+            return None
+        if not isinstance(condition_ids, torch.Tensor) or condition_ids.is_floating_point() \
+                or tuple(condition_ids.shape) != (batch,):
+            raise ValueError(f"condition_ids must be an integer tensor of shape ({batch},), got {condition_ids!r}")
+        if (condition_ids < 0).any() or (condition_ids > self.config.num_conditions).any():
+            raise ValueError(f"condition_ids must lie in [0, {self.config.num_conditions}] (0 = unconditional; "
+                             f"conditions: {self.config.condition_names or []})")
+        if self.condition_embed is None and bool((condition_ids > 0).any()):
+            raise ValueError("this model was trained without conditions")
+        return condition_ids.long().to(self.device)
+
     def _check_ids(self, ids, name: str, shape: tuple[int, int], upper: int) -> None:
         if not isinstance(ids, torch.Tensor) or tuple(ids.shape) != shape:
             got = tuple(ids.shape) if isinstance(ids, torch.Tensor) else type(ids).__name__
@@ -464,7 +566,8 @@ class LBMForCausalLM(LBMPreTrainedModel):
     def forward(self, positions: torch.LongTensor, channel_ids: torch.LongTensor, time_ids: torch.LongTensor,
                 labels: bool | torch.LongTensor | None = None, attention_mask: torch.Tensor | None = None,
                 position_mask: torch.Tensor | None = None, cache: LBMCache | None = None, use_cache: bool = False,
-                past_key_values: LBMCache | None = None, return_dict: bool | None = None) -> LBMOutput:
+                past_key_values: LBMCache | None = None, return_dict: bool | None = None,
+                condition_ids: torch.Tensor | None = None) -> LBMOutput:
         """Score positions (teacher forcing) and optionally extend a cache.
 
         Args:
@@ -478,6 +581,7 @@ class LBMForCausalLM(LBMPreTrainedModel):
             cache: an [`LBMCache`] of earlier positions of the same windows (flattened: ending on a whole
                 position); `positions` continue them. `past_key_values` is an alias (the pre-v5 name).
             use_cache: return the extended cache in `output.cache` (also readable as `output.past_key_values`).
+            condition_ids: optional [B] condition of each window (`config.condition_id`; 0 or None = unconditional).
 
         Returns:
             [`LBMOutput`]: `loss`, `logits` [B, P, M, V_max] and `cache`.
@@ -498,14 +602,18 @@ class LBMForCausalLM(LBMPreTrainedModel):
             raise ValueError(f"context too long: {done} cached + {steps} new steps > max_positions="
                              f"{self.config.max_positions}; use shorter windows (generate slides automatically)")
 
+        condition_ids = self._check_condition_ids(condition_ids, batch)
         tokens = positions.long() + self.stream_offsets(positions.device)
-        hidden, cache = self._run_positions(tokens, channel_ids.long(), time_ids.long(), cache)
+        hidden, cache = self._run_positions(tokens, channel_ids.long(), time_ids.long(), cache, condition_ids)
         if self.flattened:
             logits = self._stream_logits(hidden, self.token_embed.weight)
         else:
             neighbour_inputs = None
             if self.previous_channel_in is not None:  # the extended cache holds the earlier positions and these
                 neighbour_inputs = self._neighbour_inputs(self.neighbour_tokens(*cache.positions)[:, -num_positions:])
+            if self.spatial_in is not None:
+                spatial = self._spatial_inputs(*cache.positions)[:, -num_positions:]
+                neighbour_inputs = spatial if neighbour_inputs is None else neighbour_inputs + spatial
             logits = self._stream_logits(self._depth(hidden, tokens[:, :, :-1], neighbour_inputs),
                                          self.depth_embed.weight)
 
@@ -560,6 +668,15 @@ class LBMForCausalLM(LBMPreTrainedModel):
             rows = rows.expand(batch_size, -1)
         return rows.to(self.device)
 
+    def _generation_conditions(self, condition, batch: int) -> torch.LongTensor | None:
+        """`condition` (None, a name, or one name per sample) -> condition ids [B] (None = unconditional)."""
+        if condition is None:
+            return None
+        names = [condition] * batch if isinstance(condition, str) else condition
+        if isinstance(names, str) or not isinstance(names, Sequence) or len(names) != batch:
+            raise ValueError(f"condition must be a name or a list of {batch} names (one per sample), got {condition!r}")
+        return torch.tensor([self.config.condition_id(name) for name in names], dtype=torch.long, device=self.device)
+
     def _check_prompt(self, prompt_codes, prompt_scale_codes, batch: int | None, num_channels: int):
         """Validate the prompt; return positions [B, A'*C, M] (B taken from the prompt)."""
         layout = self.code_layout
@@ -589,7 +706,8 @@ class LBMForCausalLM(LBMPreTrainedModel):
     def generate(self, channel_indices=None, num_patches: int | None = None, prompt_codes: torch.Tensor | None = None,
                  prompt_scale_codes: torch.Tensor | None = None, temperature: float = 1.0, top_k: int | None = None,
                  top_p: float | None = None, generator: torch.Generator | None = None, use_cache: bool = True,
-                 batch_size: int | None = None, channel_names=None, stream_temperatures=None) -> dict:
+                 batch_size: int | None = None, channel_names=None, stream_temperatures=None, condition=None,
+                 guidance_scale: float = 1.0) -> dict:
         """Sample `num_patches` new patches of codes, continuing an optional prompt.
 
         Args:
@@ -604,6 +722,10 @@ class LBMForCausalLM(LBMPreTrainedModel):
             generator: a `torch.Generator` for reproducible samples.
             use_cache: reuse the main transformer's keys/values (same samples, faster).
             batch_size: B when neither the prompt nor `channel_indices` [B, C] sets it (default 1).
+            condition: a condition name of `config.condition_names` for every sample, one name per sample, or None
+                (unconditional).
+            guidance_scale: classifier-free guidance: logits = unconditional + scale * (conditional -
+                unconditional); 1 = plain conditional sampling (one forward per step), > 1 sharpens the condition.
 
         Returns:
             dict with `codes` [B, S, K, C, A' + num_patches] and `scale_codes` [B, 2, C, A' + num_patches]
@@ -631,6 +753,18 @@ class LBMForCausalLM(LBMPreTrainedModel):
         index = self.channel_indices(channels, batch)
         batch, num_channels = index.shape
         prompt = self._check_prompt(prompt_codes, prompt_scale_codes, batch, num_channels)
+        condition_ids = self._generation_conditions(condition, batch)
+        if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)) \
+                or not math.isfinite(guidance_scale) or guidance_scale < 0:
+            raise ValueError(f"guidance_scale must be a finite number >= 0 (1 = no guidance), got {guidance_scale!r}")
+        guided = guidance_scale != 1.0
+        if guided and (condition_ids is None or not bool((condition_ids > 0).all())):
+            raise ValueError("guidance_scale != 1 needs a condition for every sample (it contrasts conditional and "
+                             "unconditional predictions)")
+        if guided:  # one batch of 2B rows: conditional, then unconditional, always holding the same codes
+            index, condition_ids = index.repeat(2, 1), torch.cat((condition_ids, torch.zeros_like(condition_ids)))
+            if prompt is not None:
+                prompt = prompt.repeat(2, 1, 1)
         window = min(self.config.positions_per_context // num_channels, self.config.max_patches)
         if window < 1:
             raise ValueError(f"{num_channels} channels do not fit in the context ({self.config.positions_per_context} "
@@ -639,13 +773,18 @@ class LBMForCausalLM(LBMPreTrainedModel):
         prompt_patches = 0 if prompt is None else prompt.shape[1] // num_channels
         total_patches = prompt_patches + num_patches
         m = self.num_streams
-        tokens = torch.zeros(batch, total_patches * num_channels, m, dtype=torch.long, device=self.device)
+        tokens = torch.zeros(index.shape[0], total_patches * num_channels, m, dtype=torch.long, device=self.device)
         offsets = self.stream_offsets(self.device)
         if prompt is not None:
             tokens[:, : prompt.shape[1]] = prompt + offsets
         channel_ids, patch_ids = channel_and_time_ids(index, total_patches)
-        sample = lambda logits, stream: sample_logits(logits, stream_temperatures[stream], top_k, top_p,  # noqa: E731
-                                                      generator)
+
+        def sample(logits: torch.Tensor, stream: int) -> torch.LongTensor:
+            if guided:
+                conditional, unconditional = logits.chunk(2)
+                logits = unconditional + guidance_scale * (conditional - unconditional)
+            code = sample_logits(logits, stream_temperatures[stream], top_k, top_p, generator)
+            return code.repeat(2) if guided else code
 
         start_patch, cache = 0, None
         for q in range(prompt_patches * num_channels, tokens.shape[1]):
@@ -655,15 +794,15 @@ class LBMForCausalLM(LBMPreTrainedModel):
             start = start_patch * num_channels
             time_ids = patch_ids - start_patch
             if use_cache and cache is None:
-                cache = (self._run_positions(tokens[:, start:q], channel_ids[:, start:q], time_ids[:, start:q], None)[1]
-                         if q > start else LBMCache([], None))
+                cache = (self._run_positions(tokens[:, start:q], channel_ids[:, start:q], time_ids[:, start:q], None,
+                                             condition_ids)[1] if q > start else LBMCache([], None))
             here = slice(q, q + 1)
             if self.flattened:
                 for stream in range(m):
                     stream_id = torch.tensor([stream], device=self.device)
                     if use_cache:
                         hidden, kv = self._main(tokens[:, :0, :1], cache.next_input, channel_ids[:, here],
-                                                time_ids[:, here], stream_id, cache.key_values)
+                                                time_ids[:, here], stream_id, cache.key_values, condition_ids)
                     else:  # the whole window so far, token by token
                         done = torch.cat((tokens[:, start:q].flatten(1), tokens[:, q, :stream]), dim=1)
                         streams = torch.cat((torch.arange(m, device=self.device).repeat(q - start),
@@ -671,7 +810,7 @@ class LBMForCausalLM(LBMPreTrainedModel):
                         repeat = lambda ids: torch.cat((ids[:, start:q].repeat_interleave(m, dim=1),  # noqa: E731
                                                         ids[:, here].expand(-1, stream + 1)), dim=1)
                         hidden, _ = self._main(done[:, :, None], None, repeat(channel_ids), repeat(time_ids),
-                                               streams, None)
+                                               streams, None, condition_ids)
                     code = sample(self._one_stream_logits(hidden[:, -1], self.token_embed.weight, stream), stream)
                     tokens[:, q, stream] = code + self._offsets[stream]
                     if use_cache:
@@ -679,10 +818,10 @@ class LBMForCausalLM(LBMPreTrainedModel):
             else:
                 if use_cache:
                     hidden, kv = self._main(tokens[:, :0], cache.next_input, channel_ids[:, here], time_ids[:, here],
-                                            None, cache.key_values)
+                                            None, cache.key_values, condition_ids)
                 else:
                     hidden, _ = self._main(tokens[:, start:q], None, channel_ids[:, start:q + 1],
-                                           time_ids[:, start:q + 1], None, None)
+                                           time_ids[:, start:q + 1], None, None, condition_ids)
                 hidden = hidden[:, -1:]
                 neighbour_inputs = None
                 if self.previous_channel_in is not None:  # time-major: q - 1 (same second) and q - C; once per position
@@ -690,6 +829,10 @@ class LBMForCausalLM(LBMPreTrainedModel):
                     neighbour_inputs = self._neighbour_inputs(torch.stack(
                         (tokens[:, q - 1] if q % num_channels else none,
                          tokens[:, q - num_channels] if q >= num_channels else none), dim=-1)[:, None])  # [B, 1, M, d]
+                if self.spatial_in is not None:  # the channels before this one in its second
+                    second = slice(q - q % num_channels, q + 1)
+                    spatial = self._spatial_inputs(tokens[:, second], channel_ids[:, second], time_ids[:, second])[:, -1:]
+                    neighbour_inputs = spatial if neighbour_inputs is None else neighbour_inputs + spatial
                 for stream in range(m):  # depth transformer, re-run over the codes sampled so far
                     depth = self._depth(hidden, tokens[:, q:q + 1, :stream], neighbour_inputs)[:, 0, -1]
                     code = sample(self._one_stream_logits(depth, self.depth_embed.weight, stream), stream)
@@ -697,6 +840,6 @@ class LBMForCausalLM(LBMPreTrainedModel):
                 if use_cache:
                     cache = LBMCache(kv, tokens[:, q])
 
-        codes, scale_codes = positions_to_codes(tokens - offsets, num_channels, self.code_layout.num_scales,
+        codes, scale_codes = positions_to_codes(tokens[:batch] - offsets, num_channels, self.code_layout.num_scales,
                                                 self.code_layout.num_quantizers, self.code_layout.has_scale_codes)
         return {"codes": codes, "scale_codes": scale_codes}

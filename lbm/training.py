@@ -9,13 +9,14 @@ import torch
 
 from neurorvq.tokenizer.training import TrainingArguments, build_model, train
 
-from .data import code_loader, load_codes
+from .data import code_loader, dataset_labels, load_codes
+from .configuration_lbm import LBMConfig
 from .modeling_lbm import LBMForCausalLM
 
 
 def lbm_step(model, batch):
     return model(batch["positions"], batch["channel_ids"], batch["time_ids"], labels=True,
-                 position_mask=batch["position_mask"])
+                 position_mask=batch["position_mask"], condition_ids=batch.get("condition_ids"))
 
 
 def lbm_metrics(output) -> dict:
@@ -23,10 +24,15 @@ def lbm_metrics(output) -> dict:
 
 
 @torch.no_grad()
-def validation_nll(model, dataset, batch_size: int = 8, max_batches: int | None = None) -> dict:
-    """Mean negative log-likelihood of the codes of a split: nats and bits per code, bits per position."""
+def validation_nll(model, dataset, batch_size: int = 8, max_batches: int | None = None,
+                   conditional: bool = False) -> dict:
+    """Mean negative log-likelihood of the codes of a split: nats and bits per code, bits per position.
+
+    Unconditional by default (comparable with count models that never see labels); `conditional=True` gives the
+    model each window's own label (windows without a known label stay unconditional)."""
     loader = code_loader(dataset, batch_size, shuffle=False, max_positions=model.config.positions_per_context,
-                         max_patches=model.config.max_patches)
+                         max_patches=model.config.max_patches,
+                         condition_names=model.config.condition_names if conditional else None)
     total, codes, positions = 0.0, 0, 0
     generator_state = torch.get_rng_state()  # crops draw from the global RNG: leave training's untouched
     for i, batch in enumerate(loader):
@@ -53,6 +59,10 @@ def train_lbm(config, codes_dir: str | Path, args: TrainingArguments, init_from:
     train_set, validation_set = load_codes(codes_dir, "train"), load_codes(codes_dir, "validation")
     if len(train_set) == 0:
         raise ValueError(f"{codes_dir} has no training window")
+    if init_from is None:
+        config = config if isinstance(config, LBMConfig) else LBMConfig.from_json_file(str(config))
+        if config.condition_names is None:  # the conditions a fresh model learns: its training labels
+            config.condition_names = dataset_labels(train_set)
     model = build_model(LBMForCausalLM, config, init_from, args.seed)
     if init_from is None and model.config.tokenizer_name_or_path:
         # a fresh model starts with the codes' geometry (see `LBMForCausalLM.init_code_embeddings`)
@@ -60,7 +70,9 @@ def train_lbm(config, codes_dir: str | Path, args: TrainingArguments, init_from:
 
         model.init_code_embeddings(NeuroRVQTokenizer.from_pretrained(model.config.tokenizer_name_or_path), args.seed)
     loader = code_loader(train_set, args.batch_size, shuffle=True, seed=args.seed, num_workers=args.num_workers,
-                         max_positions=model.config.positions_per_context, max_patches=model.config.max_patches)
+                         max_positions=model.config.positions_per_context, max_patches=model.config.max_patches,
+                         condition_names=model.config.condition_names,
+                         condition_dropout=model.config.condition_dropout)
     eval_fn = (lambda m: validation_nll(m, validation_set, args.batch_size, eval_batches)) if len(validation_set) else None
     tokens = lambda batch: int(batch["position_mask"].sum()) * batch["positions"].shape[-1]  # noqa: E731
     state = train(model, loader, args, lbm_step, lbm_metrics, eval_fn, tokens)

@@ -60,18 +60,26 @@ def _convert_official(args: argparse.Namespace) -> int:
 
 
 def _prepare(args: argparse.Namespace) -> int:
-    from neurorvq.tokenizer.data import prepare_dataset
+    from neurorvq.tokenizer.data import parse_label_mapping, prepare_dataset
     from neurorvq.tokenizer.feature_extraction_neurorvq import NeuroRVQFeatureExtractor
 
+    if args.no_labels and (args.label_map or args.file_labels):
+        raise ValueError("--no-labels leaves every window unlabelled: do not combine it with --label-map or --file-labels")
+    label_map = parse_label_mapping(args.label_map, "--label-map") if args.label_map else None
+    file_labels = parse_label_mapping(args.file_labels, "--file-labels") if args.file_labels else None
     extractor = NeuroRVQFeatureExtractor(window_patches=args.window_patches)
     report = prepare_dataset(
         args.inputs, args.output, extractor, validation_fraction=args.validation_fraction, split_by=args.split_by,
         seed=args.seed, on_error=args.on_error, on_unknown_channel=args.on_unknown_channel,
         text_channel_names=args.text_channel_names.split(",") if args.text_channel_names else None,
+        labels="none" if args.no_labels else "builtin", label_map=label_map, file_labels=file_labels,
     )
     print(("reused cached dataset " if report.reused_cache else "wrote dataset ") + report.output_dir)
     for split, count in report.windows.items():
         print(f"  {split}: {count} windows from {len(report.subjects[split])} subjects")
+        counts = report.labels.get(split, {})
+        if counts:
+            print("    labels: " + ", ".join(f"{label or '(unlabelled)'} {n}" for label, n in counts.items()))
     print(f"  skipped files: {len(report.skipped)}")
     for path, reason in report.skipped:
         print(f"    {path}: {reason}")
@@ -195,6 +203,15 @@ def _evaluate_lbm(args: argparse.Namespace) -> int:
                            seed=args.seed, temperature=args.temperature, top_p=args.top_p, figure=args.figure)
     print(format_nll(results))
     print(format_realism(results["realism"]))
+    if model.config.condition_names and not args.no_conditions:
+        from neurorvq.lbm.condition_evaluation import condition_report, format_condition_report
+
+        results["conditions"] = condition_report(model, tokenizer, load_prepared(args.data, "train"),
+                                                 load_prepared(args.data, "validation"),
+                                                 num_samples=args.condition_samples, seconds=args.seconds,
+                                                 guidance_scales=args.guidance_scales, temperature=args.temperature,
+                                                 seed=args.seed)
+        print(format_condition_report(results["conditions"]))
     if args.curve:
         results["learning_curve"] = str(plot_learning_curve(log, results, args.curve))
     if args.output:
@@ -238,10 +255,13 @@ def _generate(args: argparse.Namespace) -> int:
     channels = resolve_channels(args.channels, args.montage if (args.channels or args.prompt) else
                                 (args.montage or "standard_1020"))
     model = _load(LBMForCausalLM, args.model)
+    if args.condition is not None:
+        model.config.condition_id(args.condition)  # unknown names fail before the tokenizer loads
     tokenizer = _load(NeuroRVQTokenizer, args.tokenizer or model.config.tokenizer_name_or_path)
     generator = pipeline("eeg-generation", model=model, tokenizer_model=tokenizer, device=args.device)
     out = generator(args.prompt, seconds=args.seconds, channel_names=channels, temperature=args.temperature,
-                    slow_temperature=args.slow_temperature,
+                    slow_temperature=args.slow_temperature, condition=args.condition,
+                    guidance_scale=args.guidance_scale,
                     top_k=args.top_k, top_p=args.top_p, seed=args.seed, prompt_seconds=args.prompt_seconds,
                     return_raw=True, progress=True)
     path = save_raw(out["raw"], args.out, overwrite=args.overwrite)
@@ -343,6 +363,18 @@ def build_parser() -> argparse.ArgumentParser:
                          help="one-second patches per window (default: as many as fit in 256 tokens)")
     prepare.add_argument("--text-channel-names", default=None,
                          help="comma-separated labels of the columns of .txt recordings (without them .txt files are skipped)")
+    labels = prepare.add_argument_group(
+        "labels (column `label` of every window, '' = unlabelled; windows never span a label change)",
+        "Without --label-map/--file-labels the corpus' own labels are used (EEGMAT rest/arithmetic; EEGMMIDB "
+        "eyes_open/eyes_closed, rest/motor_execution/motor_imagery); other recordings stay unlabelled.")
+    labels.add_argument("--label-map", default=None, metavar="DESC=LABEL,...|FILE.json",
+                        help="labels from the recordings' annotations: annotation description -> label, e.g. "
+                             "T0=rest,T1=task (unmapped annotations label nothing), or a JSON file "
+                             '({"T0": "rest"} or {"*R03.edf": {"T1": "left"}})')
+    labels.add_argument("--file-labels", default=None, metavar="PATTERN=LABEL,...|FILE.json",
+                        help="labels of whole files by file name pattern (fnmatch), e.g. '*_1.edf=rest,*_2.edf=task', "
+                             "or a JSON file")
+    labels.add_argument("--no-labels", action="store_true", help="leave every window unlabelled")
     prepare.set_defaults(run=_prepare)
 
     train = commands.add_parser(
@@ -422,6 +454,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate_lbm.add_argument("--figure", default=None, help="write the realism PNG here")
     evaluate_lbm.add_argument("--curve", default=None,
                               help="write the learning curve PNG here (needs the training run's log.jsonl in MODEL)")
+    evaluate_lbm.add_argument("--guidance-scales", type=lambda text: [float(v) for v in text.split(",")], default=[1.0, 2.0],
+                              help="conditional models: classifier-free guidance scales to evaluate, comma-separated "
+                                   "(default: 1,2)")
+    evaluate_lbm.add_argument("--condition-samples", type=int, default=16,
+                              help="conditional models: synthetic recordings per condition (default: %(default)s)")
+    evaluate_lbm.add_argument("--no-conditions", action="store_true",
+                              help="skip the conditional evaluation (TSTR / TRTR, per-condition bands)")
     evaluate_lbm.add_argument("--overwrite", action="store_true", help="replace existing --output / --figure files")
     evaluate_lbm.set_defaults(run=_evaluate_lbm)
 
@@ -450,6 +489,12 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--slow-temperature", type=float, default=None,
                           help="temperature of the slow-band codes (< 8 Hz) only: lower values make channels share "
                                "more slow waveform at some cost in theta power (default: same as --temperature)")
+    generate.add_argument("--condition", default=None,
+                          help="brain state to generate, one the model knows (see its model card; the bundled model: "
+                               "rest, arithmetic, eyes_open, eyes_closed); default: unconditional")
+    generate.add_argument("--guidance-scale", type=float, default=1.0,
+                          help="classifier-free guidance with --condition: > 1 pushes samples towards the condition "
+                               "(default: %(default)s = plain conditional sampling)")
     generate.add_argument("--top-k", type=_positive_int, default=None, help="sample among the k most likely codes")
     generate.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass in (0, 1]")
     generate.add_argument("--prompt", default=None, help="recording to continue (any file MNE reads)")

@@ -49,7 +49,7 @@ from ._eeg import (
 
 _PREPROCESS = ("seconds", "num_patches", "channel_names", "montage", "num_samples", "prompt_channel_names",
                "prompt_sampling_rate", "prompt_seconds")
-_FORWARD = ("temperature", "slow_temperature", "top_k", "top_p", "seed", "progress")
+_FORWARD = ("temperature", "slow_temperature", "top_k", "top_p", "seed", "progress", "condition", "guidance_scale")
 _POSTPROCESS = ("return_raw",)
 
 
@@ -84,6 +84,11 @@ class EEGGenerationPipeline(Pipeline):
             0.56 at slow_temperature 0.9 / 0.5 / 0.3 / 0.1 (real 0.52), with theta power -0.2 / +0.1 / -2.9 / -8.7 dB
             and the seam ratio 1.2 / 1.4 / 1.3 / 2.6: off by default.
         seed: integer for reproducible samples (same seed -> identical output); None: torch's global RNG.
+        condition: a brain state the model knows (`model.config.condition_names`, e.g. "eyes_closed"; listed in its
+            model card), applied to every sample; None = unconditional. An unknown name is an error listing the
+            known ones.
+        guidance_scale: classifier-free guidance with `condition` (default 1 = plain conditional sampling; > 1 pushes
+            samples further towards the condition, at twice the compute).
         num_samples: independent samples (default 1); > 1 returns a list.
         return_raw: also return `"raw"`, an `mne.io.RawArray` in Volts with conventional channel names.
         progress: show a tqdm bar over the generated seconds.
@@ -115,6 +120,10 @@ class EEGGenerationPipeline(Pipeline):
         for name, check in (("top_k", check_top_k), ("top_p", check_top_p), ("seed", check_seed)):
             if name in kwargs:
                 kwargs[name] = check(kwargs[name])
+        if kwargs.get("condition") is not None:
+            self.model.config.condition_id(kwargs["condition"])  # an unknown name fails before any work
+        if kwargs.get("guidance_scale", 1.0) != 1.0 and kwargs.get("condition") is None:
+            raise ValueError("guidance_scale needs a condition (it contrasts conditional and unconditional samples)")
         pick = lambda names: {k: kwargs[k] for k in names if k in kwargs}  # noqa: E731
         return pick(_PREPROCESS), pick(_FORWARD), pick(_POSTPROCESS)
 
@@ -169,14 +178,15 @@ class EEGGenerationPipeline(Pipeline):
         return inputs
 
     def _forward(self, inputs, temperature=DEFAULT_TEMPERATURE, slow_temperature=None, top_k=None, top_p=None,
-                 seed=None, progress=False):
+                 seed=None, progress=False, condition=None, guidance_scale=1.0):
         streams = None
         if slow_temperature is not None:
             streams = band_temperatures(self.model.config, self.eeg_tokenizer.config, temperature, slow_temperature)
         codes, scale_codes = generate_codes(self.model, inputs["channel_names"], inputs["num_patches"],
                                             inputs["num_samples"], inputs["prompt_codes"], inputs["prompt_scale_codes"],
                                             temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
-                                            progress=progress, stream_temperatures=streams)
+                                            progress=progress, stream_temperatures=streams, condition=condition,
+                                            guidance_scale=guidance_scale)
         names = inputs["channel_names"]
         prompt_patches = 0 if inputs["prompt_codes"] is None else inputs["prompt_codes"].shape[-1]
         if self.eeg_tokenizer.is_mdct:  # lapped frames: prompt and continuation decode as one
@@ -205,11 +215,12 @@ class EEGGenerationPipeline(Pipeline):
 @torch.no_grad()
 def generate_codes(model, channel_names, num_patches: int, num_samples: int = 1, prompt_codes=None,
                    prompt_scale_codes=None, temperature: float = DEFAULT_TEMPERATURE, top_k=None, top_p=None, seed: int | None = None,
-                   progress: bool = False, stream_temperatures=None):
+                   progress: bool = False, stream_temperatures=None, condition=None, guidance_scale: float = 1.0):
     """LBM sampling in steps of the model's context window (W patches), so that a tqdm bar can follow it.
 
     Returns codes [B, S, K, C, A' + num_patches] and scale codes [B, 2, C, A' + num_patches] (or None), where
-    A' is the prompt length; B = num_samples (a prompt [1, ...] is repeated B times).
+    A' is the prompt length; B = num_samples (a prompt [1, ...] is repeated B times). `condition` (a name for every
+    sample) and `guidance_scale`: see `LBMForCausalLM.generate`.
     """
     from tqdm.auto import tqdm
 
@@ -232,7 +243,8 @@ def generate_codes(model, channel_names, num_patches: int, num_samples: int = 1,
             out = model.generate(list(channel_names), num_patches=n, prompt_codes=codes, prompt_scale_codes=scale_codes,
                                  temperature=temperature, top_k=top_k, top_p=top_p, generator=generator,
                                  batch_size=num_samples if codes is None else None,
-                                 stream_temperatures=stream_temperatures)
+                                 stream_temperatures=stream_temperatures, condition=condition,
+                                 guidance_scale=guidance_scale)
             codes, scale_codes, done = out["codes"], out["scale_codes"], done + n
             bar.update(n)
     return codes.cpu(), None if scale_codes is None else scale_codes.cpu()

@@ -2,15 +2,20 @@
 
 One row per window: `input_values` [C][T] float32 microvolts at 200 Hz (T = A * 200), `valid_samples` (the
 first `valid_samples` samples of every channel are real, the rest is zero padding), `channel_names`,
-`recording_id`, `subject_id`, `source_sampling_rate`, `start_seconds`.
+`recording_id`, `subject_id`, `source_sampling_rate`, `start_seconds`, `label` (the condition of the stretch the
+window lies in, `""` = unlabelled; see `prepare_dataset`).
 """
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
+import math
 import random
 import re
+import shutil
+import tempfile
 import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -34,7 +39,26 @@ RECORDING_SUFFIXES = {".edf", ".bdf", ".gdf", ".set", ".fif", ".vhdr", ".cnt", "
 # Subjects reserved for the project's hold-out set (shared/data/eeg/README.md): never prepared.
 RESERVED_SUBJECTS = re.compile(r"(eegmat/Subject3[0-5]$)|(eegmmidb/S088$)", re.IGNORECASE)
 _SUBJECT_PATTERNS = (re.compile(r"(Subject\d+)"), re.compile(r"\b(S\d{3})(?:R\d+)?\b"), re.compile(r"(sub-[A-Za-z0-9]+)"))
-DATA_FORMAT_VERSION = 1
+DATA_FORMAT_VERSION = 2  # 2: `label` column, windows cut per labelled segment
+
+# Built-in labels of the shared corpus (shared/data/eeg/*/SOURCE.md; PhysioNet EEGMAT and EEGMMIDB descriptions),
+# written as the two user mappings (`file_labels`, `label_map`): file name pattern -> label for whole files, and
+# file name pattern -> {annotation description -> label}. Other recordings are unlabelled ("").
+_EXECUTION = {"T0": "rest", "T1": "motor_execution", "T2": "motor_execution"}  # runs 3, 5, 7, 9, 11, 13
+_IMAGERY = {"T0": "rest", "T1": "motor_imagery", "T2": "motor_imagery"}  # runs 4, 6, 8, 10, 12, 14
+BUILTIN_FILE_LABELS = {
+    "Subject??_1.edf": "rest",  # EEGMAT: resting baseline
+    "Subject??_2.edf": "arithmetic",  # EEGMAT: serial subtraction
+    "S???R01.edf": "eyes_open",  # EEGMMIDB baseline runs (their one T0 annotation spans the file)
+    "S???R02.edf": "eyes_closed",
+}
+BUILTIN_LABEL_MAP = {
+    "S???R0[357].edf": _EXECUTION, "S???R09.edf": _EXECUTION, "S???R1[13].edf": _EXECUTION,
+    "S???R0[468].edf": _IMAGERY, "S???R1[024].edf": _IMAGERY,
+}
+LABEL_PRESETS = {"builtin": (BUILTIN_LABEL_MAP, BUILTIN_FILE_LABELS), "none": ({}, {})}
+MIN_SEGMENT_SECONDS = 1.0  # labelled stretches shorter than this give no window
+MAX_SHARD_BYTES = 500 * 2**20  # signal bytes per Arrow file of a prepared split (`save_to_disk`'s default size)
 
 
 def find_recordings(inputs: Iterable[str | Path]) -> list[Path]:
@@ -100,6 +124,154 @@ def split_subjects(subjects: list[str], validation_fraction: float, seed: int) -
     return set(ordered[:count])
 
 
+def _match(pattern: str, path: Path) -> bool:
+    """fnmatch, case-insensitive, on the file name; a pattern holding a `/` on the path's end (`eegmat/*_1.edf`)."""
+    pattern = pattern.lower()
+    if "/" not in pattern:
+        return fnmatch.fnmatchcase(path.name.lower(), pattern)
+    target = path.as_posix().lower()
+    return fnmatch.fnmatchcase(target, pattern) or fnmatch.fnmatchcase(target, "*/" + pattern.lstrip("/"))
+
+
+def _check_label(label: object, where: str) -> str:
+    if not isinstance(label, str) or not label.strip():
+        raise ValueError(f"{where}: a label must be a non-empty string, got {label!r}")
+    return label
+
+
+def parse_label_mapping(text: str, option: str = "label_map") -> dict:
+    """`NAME=LABEL[,NAME=LABEL...]` or the path of a JSON file holding an object -> dict.
+
+    Raises `ValueError` naming `option` for anything else (a missing `=`, an empty name or label, a name given twice
+    with two labels, unreadable JSON).
+    """
+    if not isinstance(text, str):
+        raise ValueError(f"{option} must be a mapping or a string, got {type(text).__name__}")
+    path = Path(text)
+    if text.strip().lower().endswith(".json") or (path.is_file() and "=" not in text):
+        if not path.is_file():
+            raise ValueError(f"{option}: JSON file {text} not found")
+        try:
+            mapping = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise ValueError(f"{option}: cannot read JSON file {text}: {error}") from None
+        if not isinstance(mapping, dict):
+            raise ValueError(f"{option}: JSON file {text} must hold an object (name -> label)")
+        return mapping
+    mapping: dict[str, str] = {}
+    for item in text.split(","):
+        name, equals, label = item.partition("=")
+        name, label = name.strip(), label.strip()
+        if not equals or not name or not label:
+            raise ValueError(f"{option}: {item.strip()!r} is not NAME=LABEL; expected NAME=LABEL[,NAME=LABEL...] "
+                             "or the path of a .json file")
+        if mapping.get(name, label) != label:
+            raise ValueError(f"{option}: {name!r} is given two labels ({mapping[name]!r} and {label!r})")
+        mapping[name] = label
+    return mapping
+
+
+@dataclass
+class LabelRules:
+    """Which label each stretch of a recording gets.
+
+    `annotation_rules`: `(file name pattern, {annotation description: label})`; `file_rules`: `(file name pattern,
+    label)`. A sample's label is that of the last-starting mapped annotation (duration > 0) covering it, else the
+    label of the first file pattern matching the recording, else `""`.
+    """
+
+    annotation_rules: list[tuple[str, dict[str, str]]] = field(default_factory=list)
+    file_rules: list[tuple[str, str]] = field(default_factory=list)
+    user: bool = False  # given by the user (unused entries are reported)
+
+    def to_dict(self) -> dict:
+        return {"label_map": [[p, dict(sorted(m.items()))] for p, m in self.annotation_rules],
+                "file_labels": [list(r) for r in self.file_rules]}
+
+    def file_label(self, path: Path) -> str:
+        return next((label for pattern, label in self.file_rules if _match(pattern, path)), "")
+
+    def annotation_map(self, path: Path) -> dict[str, str]:
+        mapping: dict[str, str] = {}
+        for pattern, rules in self.annotation_rules:
+            if _match(pattern, path):
+                mapping.update(rules)
+        return mapping
+
+    def segments(self, path: Path, raw, duration: float, seen: set | None = None) -> list[tuple[float, float, str]]:
+        """`(start, stop, label)` in seconds from the first sample: consecutive stretches of one label that cover
+        the recording (unlabelled stretches included, label `""`). `seen` collects the mapped descriptions met."""
+        base, mapping = self.file_label(path), self.annotation_map(path)
+        intervals = []
+        if mapping and raw is not None and len(raw.annotations):
+            annotations = raw.annotations
+            onsets = np.asarray(annotations.onset, dtype=float) - raw.first_time  # onsets count from first_samp 0
+            for onset, length, description in zip(onsets, annotations.duration, annotations.description):
+                label = mapping.get(str(description))
+                if label is None:
+                    continue
+                if seen is not None:
+                    seen.add(str(description))
+                start, stop = max(0.0, float(onset)), min(duration, float(onset + length))
+                if stop > start:
+                    intervals.append((start, stop, label))
+        intervals.sort(key=lambda interval: interval[0])  # stable: among equal onsets, the later annotation wins
+        edges = sorted({0.0, duration, *(edge for start, stop, _ in intervals for edge in (start, stop))})
+        segments: list[tuple[float, float, str]] = []
+        for start, stop in zip(edges, edges[1:]):
+            label = base
+            for first, last, name in intervals:
+                if first <= start and stop <= last:
+                    label = name
+            if segments and segments[-1][2] == label:
+                segments[-1] = (segments[-1][0], stop, label)
+            else:
+                segments.append((start, stop, label))
+        return segments
+
+
+def resolve_labels(labels: str = "builtin", label_map: dict | str | None = None,
+                   file_labels: dict | str | None = None) -> LabelRules:
+    """The label rules of `prepare_dataset` (see there); raises `ValueError` for a malformed mapping."""
+    if labels not in LABEL_PRESETS:
+        raise ValueError(f"labels must be one of {sorted(LABEL_PRESETS)}, got {labels!r}")
+    if labels == "none" and (label_map is not None or file_labels is not None):
+        raise ValueError("labels='none' turns labels off: do not pass label_map or file_labels with it")
+    user = label_map is not None or file_labels is not None
+    if not user:
+        label_map, file_labels = LABEL_PRESETS[labels]
+    if isinstance(label_map, str):
+        label_map = parse_label_mapping(label_map, "label_map")
+    if isinstance(file_labels, str):
+        file_labels = parse_label_mapping(file_labels, "file_labels")
+    rules = LabelRules(user=user)
+    for option, mapping in (("label_map", label_map), ("file_labels", file_labels)):
+        if mapping is not None and not isinstance(mapping, dict):
+            raise ValueError(f"{option} must be a dict (or NAME=LABEL,... text, or a .json file), "
+                             f"got {type(mapping).__name__}")
+        if any(not isinstance(key, str) or not key for key in mapping or {}):
+            raise ValueError(f"{option}: every key must be a non-empty string, got {list(mapping)}")
+    for pattern, label in (file_labels or {}).items():
+        rules.file_rules.append((pattern, _check_label(label, f"file_labels[{pattern!r}]")))
+    values = list((label_map or {}).values())
+    if all(isinstance(v, dict) for v in values) and values:  # file pattern -> {description -> label}
+        for pattern, mapping in label_map.items():
+            if any(not isinstance(key, str) or not key for key in mapping):
+                raise ValueError(f"label_map[{pattern!r}]: every annotation description must be a non-empty string")
+            rules.annotation_rules.append(
+                (pattern, {d: _check_label(v, f"label_map[{pattern!r}][{d!r}]") for d, v in mapping.items()}))
+    elif all(isinstance(v, str) for v in values):  # description -> label, for every file
+        if values:
+            rules.annotation_rules.append(("*", {d: _check_label(v, f"label_map[{d!r}]") for d, v in label_map.items()}))
+    elif any(isinstance(v, dict) for v in values):
+        raise ValueError("label_map must map annotation descriptions to labels ({'T0': 'rest'}) or file name patterns "
+                         "to such mappings ({'*R03.edf': {'T1': 'left'}}), not a mix of both")
+    else:
+        for description, label in label_map.items():
+            _check_label(label, f"label_map[{description!r}]")
+    return rules
+
+
 @dataclass
 class PrepareReport:
     """What `prepare_dataset` did: counts per split, and every skipped file with the reason."""
@@ -110,6 +282,7 @@ class PrepareReport:
     subjects: dict[str, list[str]] = field(default_factory=dict)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     truncated: list[tuple[str, str]] = field(default_factory=list)  # files that end before their header says
+    labels: dict[str, dict[str, int]] = field(default_factory=dict)  # split -> label -> windows ("" = unlabelled)
 
 
 def prepare_dataset(
@@ -123,6 +296,9 @@ def prepare_dataset(
     on_unknown_channel: str = "drop",
     text_channel_names: list[str] | None = None,
     progress: bool = True,
+    labels: str = "builtin",
+    label_map: dict | str | None = None,
+    file_labels: dict | str | None = None,
 ) -> PrepareReport:
     """Preprocess recordings into a `DatasetDict` (train / validation) saved at `output_dir`.
 
@@ -130,14 +306,34 @@ def prepare_dataset(
         inputs: files MNE reads (and `.txt` microvolt columns) or folders of them.
         feature_extractor: preprocessing and windowing (default: the released settings).
         validation_fraction: share of subjects (or recordings) held out for validation.
-        split_by: `"subject"` or `"recording"`; never by window.
+        split_by: `"subject"` or `"recording"`; never by window. The split is decided from the file names
+            (subject ids) before any file is read.
         on_error: `"raise"` (a clear error naming the file) or `"skip"` (warn, count, go on) for unreadable
             or corrupt files. Files with no EEG channel (annotation-only EDF, say) are always skipped and
             reported, as are `.txt` files when `text_channel_names` is not given.
         on_unknown_channel: `"drop"` (warn) or `"raise"` for channels outside the vocabulary.
         text_channel_names: labels of the columns of `.txt` recordings.
+        labels: `"builtin"` (default): when neither `label_map` nor `file_labels` is given, the corpus' own labels
+            (`BUILTIN_FILE_LABELS`, `BUILTIN_LABEL_MAP`): EEGMAT `SubjectNN_1.edf` = `rest`, `_2.edf` =
+            `arithmetic`; EEGMMIDB `R01` = `eyes_open`, `R02` = `eyes_closed`, and in runs 3-14 the annotations T0 =
+            `rest`, T1/T2 = `motor_execution` (runs 3, 5, 7, 9, 11, 13) or `motor_imagery` (4, 6, 8, 10, 12, 14);
+            everything else unlabelled. `"none"`: every window unlabelled.
+        label_map: the user's labels from the recordings' MNE annotations, replacing the built-in ones:
+            `{description: label}` for every file (`{"T0": "rest", "T1": "task"}`), or `{file name pattern:
+            {description: label}}`; also as text `"T0=rest,T1=task"` or the path of a `.json` file. Annotations
+            not in the map, and annotations of zero duration, label nothing.
+        file_labels: the user's labels of whole files, replacing the built-in ones: `{file name pattern: label}`
+            (fnmatch, case-insensitive, on the file name; on the end of the path when the pattern holds a `/`, as in
+            `"eegmat/*_1.edf"`; the first matching pattern wins), e.g. `{"*_1.edf": "rest"}`; also as text or a `.json` path.
 
-    Re-running with the same inputs (same bytes) and settings reuses `output_dir`; any change rebuilds it.
+    Labels: each window gets a string `label` (`""` = unlabelled). A sample's label is that of the mapped annotation
+    covering it (the later-starting one where two overlap), else its file's label, else `""`. Each recording is
+    preprocessed whole, then cut into segments of one label (consecutive stretches, unlabelled ones included) and
+    each segment is windowed on its own, so no window spans a label change; when a recording has more than one
+    segment, segments shorter than 1 s give no window. `start_seconds` is each window's start in its recording.
+
+    Windows are written to Arrow files as they are made (memory does not grow with the corpus). Re-running with the
+    same inputs (same bytes) and settings (labels included) reuses `output_dir`; any change rebuilds it.
     """
     import datasets
     from tqdm.auto import tqdm
@@ -146,6 +342,7 @@ def prepare_dataset(
         raise ValueError(f"split_by must be 'subject' or 'recording', got {split_by!r}")
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    rules = resolve_labels(labels, label_map, file_labels)
     extractor = feature_extractor or NeuroRVQFeatureExtractor()
     output_dir = Path(output_dir)
     files = find_recordings(inputs)
@@ -153,7 +350,7 @@ def prepare_dataset(
         raise ValueError("no recording found in the inputs")
     settings = dict(version=DATA_FORMAT_VERSION, extractor=extractor.to_dict(), validation_fraction=validation_fraction,
                     split_by=split_by, seed=seed, on_error=on_error, on_unknown_channel=on_unknown_channel,
-                    text_channel_names=text_channel_names)
+                    text_channel_names=text_channel_names, labels=rules.to_dict())
     fingerprint = _fingerprint(files, settings)
     manifest_path = output_dir / "prepare_manifest.json"
     check_dataset_output(output_dir, "prepare_manifest.json", files)
@@ -162,68 +359,26 @@ def prepare_dataset(
         if manifest.get("fingerprint") == fingerprint:
             report = PrepareReport(str(output_dir), True, manifest["windows"], manifest["subjects"],
                                    [tuple(s) for s in manifest["skipped"]],
-                                   [tuple(t) for t in manifest.get("truncated", [])])
+                                   [tuple(t) for t in manifest.get("truncated", [])], manifest.get("labels", {}))
             return report
 
     report = PrepareReport(str(output_dir), False)
-    rows_by_file: list[tuple[Path, str, dict]] = []
-    for path in tqdm(files, desc="preparing recordings", disable=not progress):
+    # the split needs subject ids only: decide it from the file names, before any file is read
+    candidates: list[tuple[Path, str]] = []
+    for path in files:
         subject = subject_id(path)
         if RESERVED_SUBJECTS.search(subject):
             report.skipped.append((str(path), "reserved hold-out subject"))
             warnings.warn(f"skipping {path}: subject {subject} is reserved for the hold-out set")
-            continue
-        is_text = path.suffix.lower() == ".txt"
-        if is_text and not text_channel_names:
+        elif path.suffix.lower() == ".txt" and not text_channel_names:
             report.skipped.append((str(path), "text file without channel labels (pass text_channel_names)"))
             warnings.warn(f"skipping {path}: its channel labels are unknown; pass text_channel_names")
-            continue
-        try:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                # read each file once: the extractor takes the Raw, and the Raw gives the source rate
-                recording = path if is_text else read_recording(path)
-                source_rate = (rate_from_file_name(path) or float("nan")) if is_text else float(recording.info["sfreq"])
-                features = extractor(recording, channel_names=text_channel_names if is_text else None,
-                                     on_unknown_channel=on_unknown_channel)
-            for warning in caught:
-                if issubclass(warning.category, TruncatedRecordingWarning):
-                    report.truncated.append((str(path), str(warning.message)))
-                if issubclass(warning.category, (TruncatedRecordingWarning, SignalQualityWarning, UnitWarning,
-                                                 BipolarChannelWarning)) or "unknown" in str(warning.message).lower():
-                    message = str(warning.message)
-                    warnings.warn(message if str(path) in message else f"{path}: {message}", warning.category)
-        except ValueError as error:
-            message = str(error)
-            if "no EEG channel" in message or "yielded no channels" in message:
-                report.skipped.append((str(path), "no EEG channel"))
-                warnings.warn(f"skipping {path}: {message}")
-                continue
-            if on_error == "raise":
-                raise ValueError(f"cannot prepare {path}: {message} (use on_error='skip' to skip such files)") from error
-            report.skipped.append((str(path), message))
-            warnings.warn(f"skipping unreadable file {path}: {message}")
-            continue
-        rows_by_file.append((path, subject, dict(features=features, source_rate=source_rate)))
-
-    if not rows_by_file:
+        else:
+            candidates.append((path, subject))
+    if not candidates:
         raise ValueError("no recording could be prepared: " + "; ".join(f"{p}: {r}" for p, r in report.skipped))
-    keys = [subject if split_by == "subject" else str(path) for path, subject, _ in rows_by_file]
+    keys = [subject if split_by == "subject" else str(path) for path, subject in candidates]
     held_out = split_subjects(keys, validation_fraction, seed)
-
-    splits: dict[str, dict[str, list]] = {"train": defaultdict(list), "validation": defaultdict(list)}
-    for (path, subject, item), key in zip(rows_by_file, keys):
-        split = splits["validation" if key in held_out else "train"]
-        values, mask = item["features"]["input_values"], item["features"]["padding_mask"]
-        window_samples = values.shape[-1]
-        for index in range(values.shape[0]):
-            split["input_values"].append(values[index])
-            split["valid_samples"].append(int(mask[index, 0].sum()))
-            split["channel_names"].append(list(item["features"]["channel_names"]))
-            split["recording_id"].append(str(path))
-            split["subject_id"].append(subject)
-            split["source_sampling_rate"].append(float(item["source_rate"]))
-            split["start_seconds"].append(index * window_samples / extractor.sampling_rate)
 
     features = datasets.Features({
         "input_values": datasets.Sequence(datasets.Sequence(datasets.Value("float32"))),
@@ -233,20 +388,179 @@ def prepare_dataset(
         "subject_id": datasets.Value("string"),
         "source_sampling_rate": datasets.Value("float32"),
         "start_seconds": datasets.Value("float32"),
+        "label": datasets.Value("string"),
     })
-    dataset = datasets.DatasetDict({
-        name: datasets.Dataset.from_dict({k: v for k, v in columns.items()} or {k: [] for k in features}, features=features)
-        for name, columns in splits.items()
-    })
+    names = ("train", "validation")
+    created = not output_dir.exists()
     output_dir.mkdir(parents=True, exist_ok=True)
-    # an empty split (validation_fraction=0) needs one (empty) shard, or `load_from_disk` cannot read it back
-    dataset.save_to_disk(str(output_dir), num_shards={name: 1 for name, split in dataset.items() if len(split) == 0})
-    report.windows = {name: len(split) for name, split in dataset.items()}
-    report.subjects = {name: sorted(set(split["subject_id"])) for name, split in dataset.items()}
+    # windows go to Arrow shards in a scratch folder beside the output as they are made (nothing accumulates in
+    # memory); the finished shards are moved into the output (no copy), the scratch folder is removed
+    scratch = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.prepare-", dir=output_dir.resolve().parent))
+    try:
+        writers = {name: _ShardWriter(scratch, name, features) for name in names}
+        subjects: dict[str, set[str]] = {name: set() for name in names}
+        label_counts: dict[str, dict[str, int]] = {name: defaultdict(int) for name in names}
+        seen: set[str] = set()
+        for (path, subject), key in zip(tqdm(candidates, desc="preparing recordings", disable=not progress), keys):
+            item = _prepare_file(path, extractor, rules, on_error, on_unknown_channel, text_channel_names, report, seen)
+            if item is None:
+                continue
+            split = "validation" if key in held_out else "train"
+            values, mask = item["input_values"], item["padding_mask"]
+            count = len(values)
+            writers[split].write({
+                "input_values": list(values),
+                "valid_samples": mask[:, 0].sum(axis=-1).astype(np.int32),
+                "channel_names": [list(item["channel_names"])] * count,
+                "recording_id": [str(path)] * count,
+                "subject_id": [subject] * count,
+                "source_sampling_rate": [float(item["source_rate"])] * count,
+                "start_seconds": item["start_seconds"].astype(np.float32),
+                "label": item["labels"],
+            }, values.nbytes)
+            subjects[split].add(subject)
+            for label in item["labels"]:
+                label_counts[split][label] += 1
+            del item, values, mask
+        shards = {name: writer.finish() for name, writer in writers.items()}
+        report.windows = {name: writers[name].rows for name in names}
+        if not sum(report.windows.values()):
+            raise ValueError("no recording could be prepared: " + "; ".join(f"{p}: {r}" for p, r in report.skipped))
+        if not report.windows["train"]:
+            raise ValueError("no training window: every recording of the training subjects was skipped ("
+                             + "; ".join(f"{p}: {r}" for p, r in report.skipped) + ")")
+        manifest_path.unlink(missing_ok=True)  # a rebuild: an interrupted one is never taken for a finished one
+        save_shards(output_dir, shards, features, fingerprint)
+    except BaseException:
+        if created and not any(output_dir.iterdir()):  # a failed first run leaves no empty folder behind
+            output_dir.rmdir()
+        raise
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    report.subjects = {name: sorted(subjects[name]) for name in names}
+    report.labels = {name: dict(sorted(label_counts[name].items())) for name in names}
+    if rules.user:
+        unused = sorted({d for _, mapping in rules.annotation_rules for d in mapping} - seen)
+        if unused:
+            warnings.warn(f"label_map: no prepared recording has annotations {unused}: those labels were not used")
+        unmatched = [pattern for pattern, _ in rules.file_rules if not any(_match(pattern, p) for p, _ in candidates)]
+        if unmatched:
+            warnings.warn(f"file_labels: the pattern(s) {unmatched} match no recording")
     manifest_path.write_text(json.dumps(dict(fingerprint=fingerprint, windows=report.windows, subjects=report.subjects,
-                                             skipped=report.skipped, truncated=report.truncated,
+                                             skipped=report.skipped, truncated=report.truncated, labels=report.labels,
                                              files=[str(p) for p in files]), indent=1))
     return report
+
+
+class _ShardWriter:
+    """Rows of one split written to Arrow files as they come (`datasets` ArrowWriter): a new shard every
+    `max_bytes` of signal, as `save_to_disk` would cut them."""
+
+    def __init__(self, folder: Path, name: str, features, max_bytes: int | None = None):
+        self.folder, self.name, self.features = folder, name, features
+        self.max_bytes = MAX_SHARD_BYTES if max_bytes is None else max_bytes
+        self.paths: list[Path] = []
+        self.writer, self.bytes, self.rows = None, 0, 0
+
+    def _open(self) -> None:
+        from datasets.arrow_writer import ArrowWriter
+
+        if self.writer is not None:
+            self.writer.finalize()
+        self.paths.append(self.folder / f"{self.name}-{len(self.paths):05d}.arrow")
+        self.writer, self.bytes = ArrowWriter(features=self.features, path=str(self.paths[-1])), 0
+
+    def write(self, batch: dict, nbytes: int) -> None:
+        if self.writer is None or self.bytes >= self.max_bytes:
+            self._open()
+        self.writer.write_batch(batch)
+        self.bytes += nbytes
+        self.rows += len(batch["label"])
+
+    def finish(self) -> list[Path]:
+        if self.writer is None:  # an empty split still gets one (empty) shard: `load_from_disk` needs it
+            self._open()
+        self.writer.finalize()
+        self.writer = None
+        return self.paths
+
+
+def save_shards(output_dir: Path, shards: dict[str, list[Path]], features, fingerprint: str) -> None:
+    """Move finished Arrow shards (split -> files) into `output_dir` as a `DatasetDict.save_to_disk` folder.
+
+    The metadata (`dataset_dict.json`, each split's `state.json` and `dataset_info.json`) is written by `datasets`
+    itself (saving empty splits of the same features); only the data files are swapped in, so nothing is copied.
+    """
+    import datasets
+
+    for name in (*shards, "dataset_dict.json"):  # the previous dataset of this folder (checked to be one)
+        old = output_dir / name
+        if old.is_dir():
+            shutil.rmtree(old)
+        elif old.is_file():
+            old.unlink()
+    empty = datasets.DatasetDict({name: datasets.Dataset.from_dict({k: [] for k in features}, features=features)
+                                  for name in shards})
+    empty.save_to_disk(str(output_dir), num_shards={name: 1 for name in shards})
+    for name, paths in shards.items():
+        folder = output_dir / name
+        for old in folder.glob("data-*.arrow"):
+            old.unlink()
+        files = [f"data-{i:05d}-of-{len(paths):05d}.arrow" for i in range(len(paths))]
+        for path, file in zip(paths, files):
+            Path(path).replace(folder / file)
+        state = json.loads((folder / "state.json").read_text())
+        state["_data_files"] = [{"filename": file} for file in files]
+        state["_fingerprint"] = hashlib.sha256(f"{fingerprint}:{name}".encode()).hexdigest()[:16]
+        (folder / "state.json").write_text(json.dumps(state, indent=2, sort_keys=True))
+
+
+def _prepare_file(path: Path, extractor: NeuroRVQFeatureExtractor, rules: LabelRules, on_error: str,
+                  on_unknown_channel: str, text_channel_names: list[str] | None, report: PrepareReport,
+                  seen: set[str]) -> dict | None:
+    """One recording -> its windows (`input_values`, `padding_mask`, `channel_names`, `start_seconds`, `labels`,
+    `source_rate`), or None when it is skipped (recorded in `report`)."""
+    is_text = path.suffix.lower() == ".txt"
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            # read each file once: the extractor takes the Raw, and the Raw gives the source rate and annotations
+            recording = path if is_text else read_recording(path)
+            source_rate = (rate_from_file_name(path) or float("nan")) if is_text else float(recording.info["sfreq"])
+            duration = math.inf if is_text else recording.n_times / source_rate
+            segments = rules.segments(path, None if is_text else recording, duration, seen)
+            # one label for the whole recording: one segment, windowed as before (nothing dropped)
+            features = extractor(recording, channel_names=text_channel_names if is_text else None,
+                                 on_unknown_channel=on_unknown_channel,
+                                 segments=[(start, stop) for start, stop, _ in segments],
+                                 min_segment_seconds=MIN_SEGMENT_SECONDS if len(segments) > 1 else 0.0)
+            del recording
+        for warning in caught:
+            if issubclass(warning.category, TruncatedRecordingWarning):
+                report.truncated.append((str(path), str(warning.message)))
+            if issubclass(warning.category, (TruncatedRecordingWarning, SignalQualityWarning, UnitWarning,
+                                             BipolarChannelWarning)) or "unknown" in str(warning.message).lower():
+                message = str(warning.message)
+                warnings.warn(message if str(path) in message else f"{path}: {message}", warning.category)
+    except ValueError as error:
+        message = str(error)
+        if "no EEG channel" in message or "yielded no channels" in message:
+            report.skipped.append((str(path), "no EEG channel"))
+            warnings.warn(f"skipping {path}: {message}")
+            return None
+        if on_error == "raise":
+            raise ValueError(f"cannot prepare {path}: {message} (use on_error='skip' to skip such files)") from error
+        report.skipped.append((str(path), message))
+        warnings.warn(f"skipping unreadable file {path}: {message}")
+        return None
+    if len(features["input_values"]) == 0:
+        reason = f"no labelled stretch of at least {MIN_SEGMENT_SECONDS:g} s"
+        report.skipped.append((str(path), reason))
+        warnings.warn(f"skipping {path}: {reason}")
+        return None
+    return dict(input_values=features["input_values"], padding_mask=features["padding_mask"],
+                channel_names=features["channel_names"], start_seconds=features["start_seconds"],
+                labels=[segments[i][2] for i in features["segment_index"]], source_rate=source_rate)
 
 
 def load_split(path: str | Path, split: str | None, marker: str, made_by: str, numpy_columns: list[str]):
@@ -313,13 +627,17 @@ class ShapeBucketBatchSampler(torch.utils.data.Sampler):
 
 
 def window_shapes(dataset) -> list[tuple[int, int]]:
-    """(channels, samples) of every window, read from the Arrow offsets without loading the signals."""
+    """(channels, samples) of every window, read from the Arrow offsets only: no page of the signals is touched
+    (a memory-mapped dataset stays on disk)."""
     import pyarrow.compute as pc
 
-    column = dataset.with_format(None).data.column("input_values")
-    channels = pc.list_value_length(column).to_pylist()
-    samples = pc.list_value_length(pc.list_element(column, 0)).to_pylist()
-    return list(zip(channels, samples))
+    shapes: list[tuple[int, int]] = []
+    for chunk in dataset.with_format(None).data.column("input_values").chunks:
+        channels = pc.list_value_length(chunk).to_numpy(zero_copy_only=False).astype(np.int64)
+        lengths = pc.list_value_length(chunk.flatten()).to_numpy(zero_copy_only=False)  # every channel of every window
+        first = np.cumsum(channels) - channels  # index of each window's first channel
+        shapes += zip(channels.tolist(), lengths[first].tolist())
+    return shapes
 
 
 def collate_windows(rows: list[dict]) -> dict:

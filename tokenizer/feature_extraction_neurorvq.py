@@ -16,7 +16,8 @@ Pipeline for each recording (the released NeuroRVQ preprocessing, re-implemented
 6. FFT resampling (``scipy.signal.resample``) to ``sampling_rate`` Hz, to ``int(T / fs * sampling_rate)``
    samples (skipped when the rate already matches);
 7. cut into windows of C channels x A patches of ``patch_size`` samples (C * A <= ``max_patches``); the
-   last window is zero-padded and the padding is marked in ``padding_mask``. No sample is dropped.
+   last window is zero-padded and the padding is marked in ``padding_mask``. No sample is dropped. With
+   ``segments`` (labelled stretches, say), steps 1-6 run on the whole recording and step 7 on each segment.
 """
 
 from __future__ import annotations
@@ -157,6 +158,8 @@ class NeuroRVQFeatureExtractor(FeatureExtractionMixin):
         return_tensors: str | None = None,
         on_unknown_channel: str | None = None,
         window_patches: int | None = None,
+        segments: Sequence[tuple[float, float]] | None = None,
+        min_segment_seconds: float = 0.0,
     ) -> BatchFeature:
         """Preprocess and window one recording, or a list of them.
 
@@ -177,10 +180,17 @@ class NeuroRVQFeatureExtractor(FeatureExtractionMixin):
             return_tensors: `"pt"` for torch tensors, `"np"` or `None` for numpy arrays.
             on_unknown_channel: overrides the instance's `"raise"` / `"drop"` for this call.
             window_patches: overrides the instance's patches per window (A) for this call.
+            segments: `(start, stop)` pairs in seconds from the first sample of one recording (a Raw, a file or an
+                array; not Epochs nor a list). The whole recording is preprocessed once, then each segment of the
+                preprocessed signal is windowed on its own (no window spans two segments; the last window of each
+                segment is zero-padded). `stop` may be `inf` (the end of the recording).
+            min_segment_seconds: segments shorter than this (after clipping to the recording) give no window.
 
         Returns:
             [`BatchFeature`] with `input_values` `[N, C, A * patch_size]` (float32, µV), `padding_mask`
             (same shape, int64, 1 = real sample), `channel_names` (C vocabulary names) and `sampling_rate`.
+            With `segments`, also `start_seconds` `[N]` (float64, the window's first sample, seconds from the
+            recording's first sample) and `segment_index` `[N]` (int64, index into `segments`).
         """
         on_unknown = self.on_unknown_channel if on_unknown_channel is None else on_unknown_channel
         if on_unknown not in _ON_UNKNOWN:
@@ -198,8 +208,11 @@ class NeuroRVQFeatureExtractor(FeatureExtractionMixin):
         items = list(eeg) if _is_batch(eeg) else [eeg]
         if not items:
             raise ValueError("got an empty list of recordings")
+        if segments is not None:
+            segments = _check_segments(segments, items, eeg)
 
         values, masks, shared_names = [], [], None
+        starts, segment_indices = [], []
         for item in items:
             for x_uv, labels, fs, source in self._load(item, channel_names, sampling_rate):
                 names, x_uv = self._select_channels(x_uv, labels, on_unknown, source)
@@ -213,16 +226,37 @@ class NeuroRVQFeatureExtractor(FeatureExtractionMixin):
                 check_channels(x_uv, names, source)
                 x_uv = self.preprocess(x_uv, fs)
                 self._check_clipping(x_uv, names, source)
-                window, mask = self._window(x_uv, window_patches)
-                values.append(window)
-                masks.append(mask)
+                if segments is None:
+                    window, mask = self._window(x_uv, window_patches)
+                    values.append(window)
+                    masks.append(mask)
+                    continue
+                for index, (start, stop) in enumerate(segments):
+                    first = min(int(round(start * self.sampling_rate)), x_uv.shape[-1])
+                    last = x_uv.shape[-1] if math.isinf(stop) else min(int(round(stop * self.sampling_rate)),
+                                                                       x_uv.shape[-1])
+                    if last <= first or last - first < min_segment_seconds * self.sampling_rate:
+                        continue
+                    window, mask = self._window(x_uv[:, first:last], window_patches)
+                    values.append(window)
+                    masks.append(mask)
+                    starts.append((first + self._hop(len(names), window_patches) * np.arange(len(window)))
+                                  / self.sampling_rate)
+                    segment_indices.append(np.full(len(window), index, dtype=np.int64))
 
+        if not values:  # every segment was too short
+            length = self.resolve_window_patches(len(shared_names), window_patches) * self.patch_size
+            values = [np.zeros((0, len(shared_names), length), dtype=np.float32)]
+            masks = [np.zeros((0, len(shared_names), length), dtype=np.int64)]
         data = {
             "input_values": np.concatenate(values).astype(np.float32),
             "padding_mask": np.concatenate(masks),
             "channel_names": shared_names,
             "sampling_rate": self.sampling_rate,
         }
+        if segments is not None:
+            data["start_seconds"] = np.concatenate(starts) if starts else np.zeros(0)
+            data["segment_index"] = np.concatenate(segment_indices) if segment_indices else np.zeros(0, dtype=np.int64)
         return BatchFeature(data, tensor_type=return_tensors, skip_tensor_conversion={"channel_names", "sampling_rate"})
 
     # ------------------------------------------------------------------ signal processing
@@ -283,16 +317,21 @@ class NeuroRVQFeatureExtractor(FeatureExtractionMixin):
             )
         return A
 
-    def _window(self, x: np.ndarray, window_patches: int | None) -> tuple[np.ndarray, np.ndarray]:
-        """Cut `[C, T]` into `[N, C, A * patch_size]` windows plus the matching 0/1 padding mask."""
-        C, T = x.shape
-        A = self.resolve_window_patches(C, window_patches)
+    def _hop(self, n_channels: int, window_patches: int | None) -> int:
+        """Samples between the starts of consecutive windows."""
+        A = self.resolve_window_patches(n_channels, window_patches)
         stride = A if self.window_stride_patches is None else self.window_stride_patches
         if stride > A:
             raise ValueError(
                 f"window_stride_patches={stride} is larger than the window (A={A} patches): samples would be skipped"
             )
-        length, hop = A * self.patch_size, stride * self.patch_size
+        return stride * self.patch_size
+
+    def _window(self, x: np.ndarray, window_patches: int | None) -> tuple[np.ndarray, np.ndarray]:
+        """Cut `[C, T]` into `[N, C, A * patch_size]` windows plus the matching 0/1 padding mask."""
+        C, T = x.shape
+        A = self.resolve_window_patches(C, window_patches)
+        length, hop = A * self.patch_size, self._hop(C, window_patches)
         n = 1 if T <= length else 1 + math.ceil((T - length) / hop)
         values = np.zeros((n, C, length), dtype=np.float32)
         mask = np.zeros((n, C, length), dtype=np.int64)
@@ -451,6 +490,24 @@ def check_channels(x_uv: np.ndarray, names: list[str], source: str) -> None:
             warnings.warn(f"{source}: channel(s) {loud} are more than 1000x louder than the median channel "
                           f"({median:.3g} µV std): a different unit (microvolts among Volts?); they will be clipped",
                           UnitWarning, stacklevel=3)
+
+
+def _check_segments(segments: Any, items: list, eeg: Any) -> list[tuple[float, float]]:
+    """`segments` as a list of `(start, stop)` floats with 0 <= start < stop; one Raw, file or array only."""
+    import mne
+
+    if len(items) != 1 or _is_batch(eeg) or isinstance(items[0], mne.BaseEpochs):
+        raise ValueError("segments apply to one recording (a Raw, a file or an array), not to Epochs or a list")
+    checked = []
+    for pair in segments:
+        try:
+            start, stop = (float(v) for v in pair)
+        except (TypeError, ValueError):
+            raise ValueError(f"segments must be (start, stop) pairs of seconds, got {pair!r}") from None
+        if not (math.isfinite(start) and 0 <= start < stop) or math.isnan(stop):
+            raise ValueError(f"a segment must satisfy 0 <= start < stop (seconds), got ({start}, {stop})")
+        checked.append((start, stop))
+    return checked
 
 
 def _filtfilt(b: np.ndarray, a: np.ndarray, x: np.ndarray) -> np.ndarray:

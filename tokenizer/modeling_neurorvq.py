@@ -31,7 +31,7 @@ from transformers.utils import ModelOutput
 from .checks import check_codes_not_empty, check_input_values
 from .configuration_neurorvq import NeuroRVQConfig
 from .loading import BUNDLED, load_pretrained
-from .quantization import ResidualVectorQuantizer, code_statistics
+from .quantization import ResidualVectorQuantizer, check_search_precision, code_statistics
 from .transform import LappedTransform
 
 # ----------------------------------------------------------------------------------------------------
@@ -588,11 +588,13 @@ class NeuroRVQTokenizer(NeuroRVQPreTrainedModel):
         zscored = (log_amplitude - mean[..., None]) / std[..., None]
         return zscored, torch.sin(angle), torch.cos(angle), mean, std, scale_codes
 
-    def _quantize(self, latents: torch.Tensor, token_mask: torch.Tensor | None, num_quantizers: int | None):
+    def _quantize(self, latents: torch.Tensor, token_mask: torch.Tensor | None, num_quantizers: int | None,
+                  search_precision: str | None = None):
         """latents [S, B, N, D] -> quantized [S, B, N, D], codes [B, S, K, N], loss, usage/perplexity [S, K]."""
         num_scales, batch, n, dim = latents.shape
         flat_mask = None if token_mask is None else token_mask.reshape(-1)
-        outputs = [q(latents[s].reshape(-1, dim), flat_mask, num_quantizers) for s, q in enumerate(self.quantizers)]
+        outputs = [q(latents[s].reshape(-1, dim), flat_mask, num_quantizers, search_precision)
+                   for s, q in enumerate(self.quantizers)]
         quantized = torch.stack([o.quantized.reshape(batch, n, dim) for o in outputs])
         codes = torch.stack([o.codes.reshape(-1, batch, n) for o in outputs]).permute(2, 0, 1, 3)
         loss = torch.stack([o.loss for o in outputs]).sum()
@@ -600,7 +602,7 @@ class NeuroRVQTokenizer(NeuroRVQPreTrainedModel):
 
     @torch.no_grad()
     def encode(self, input_values: torch.Tensor, channel_names, padding_mask: torch.Tensor | None = None,
-               num_quantizers: int | None = None) -> NeuroRVQEncoderOutput:
+               num_quantizers: int | None = None, search_precision: str | None = None) -> NeuroRVQEncoderOutput:
         """Tokenise EEG.
 
         Args:
@@ -610,6 +612,9 @@ class NeuroRVQTokenizer(NeuroRVQPreTrainedModel):
             channel_names: C vocabulary names (or one list per batch item).
             padding_mask: optional [B, C, T], 1 = real sample, 0 = padding.
             num_quantizers: use the first K' <= K stages of every scale.
+            search_precision: nearest-codeword search, `"exact"` (fp32, the released arithmetic) or
+                `"bf16-rescore"` (bf16 candidates rescored exactly, for CPUs with fast bf16 matrix products: the
+                same codes, see `quantization.py`). `None`: each quantizer's `search_precision` (default exact).
 
         Returns:
             [`NeuroRVQEncoderOutput`] with `codes` [B, S, K', C, A] and the window statistics that
@@ -621,14 +626,16 @@ class NeuroRVQTokenizer(NeuroRVQPreTrainedModel):
         num_patches = samples // self.config.patch_size
         if num_quantizers is not None and not 1 <= num_quantizers <= self.config.num_quantizers:
             raise ValueError(f"num_quantizers must be in [1, {self.config.num_quantizers}], got {num_quantizers}")
+        if search_precision is not None:
+            check_search_precision(search_precision)
         if self.is_mdct:
-            return self._encode_mdct(input_values.to(self.device).float(), patch_mask, num_quantizers)
+            return self._encode_mdct(input_values.to(self.device).float(), patch_mask, num_quantizers, search_precision)
         token_mask = None if patch_mask is None else patch_mask.reshape(batch, -1)
         input_values = input_values.to(self.device)
         patches = rearrange(input_values, "b c (a p) -> b (c a) p", p=self.config.patch_size)
         _, _, _, mean, std, scale_codes = self._spectrum_statistics(patches, token_mask)
         latents = self.encoder(input_values, channel_indices, token_mask)
-        quantized, codes, _, _, _ = self._quantize(latents, token_mask, num_quantizers)
+        quantized, codes, _, _, _ = self._quantize(latents, token_mask, num_quantizers, search_precision)
         to_patches = lambda t: t.reshape(*t.shape[:-1], channels, num_patches)  # noqa: E731
         return NeuroRVQEncoderOutput(
             codes=codes.reshape(batch, self.config.num_scales, -1, channels, num_patches),
@@ -682,19 +689,21 @@ class NeuroRVQTokenizer(NeuroRVQPreTrainedModel):
         edges = self.config.band_edges
         return list(zip(edges[:-1], edges[1:]))
 
-    def _encode_mdct(self, input_values: torch.Tensor, patch_mask, num_quantizers) -> NeuroRVQEncoderOutput:
+    def _encode_mdct(self, input_values: torch.Tensor, patch_mask, num_quantizers,
+                     search_precision: str | None = None) -> NeuroRVQEncoderOutput:
         """input_values [B, C, A * P] µV -> codes [B, S, K', C, A] and scale codes [B, 2, C, A]."""
         shapes, scale_codes = self.mdct_shapes(self.transform(input_values))
-        codes = self._band_codes(shapes, num_quantizers)
+        codes = self._band_codes(shapes, num_quantizers, search_precision)
         log_mean, log_std = self.dequantize_scales(scale_codes)
         return NeuroRVQEncoderOutput(codes=codes, log_amplitude_mean=log_mean, log_amplitude_std=log_std,
                                      scale_codes=scale_codes, patch_mask=patch_mask,
                                      quantized=self._band_shapes(codes).unsqueeze(1))  # [B, 1, C, A, P]
 
-    def _band_codes(self, shapes: torch.Tensor, num_quantizers: int | None = None) -> torch.LongTensor:
+    def _band_codes(self, shapes: torch.Tensor, num_quantizers: int | None = None,
+                    search_precision: str | None = None) -> torch.LongTensor:
         """Gain-normalised frames [B, C, A, P] -> codes [B, S, K', C, A] (each band by its own quantizer)."""
         lead = shapes.shape[:3]
-        codes = [q.encode(shapes[..., low:high].reshape(-1, high - low), num_quantizers).reshape(-1, *lead)
+        codes = [q.encode(shapes[..., low:high].reshape(-1, high - low), num_quantizers, search_precision).reshape(-1, *lead)
                  for (low, high), q in zip(self._bands(), self.quantizers)]  # S x [K', B, C, A]
         return torch.stack(codes).permute(2, 0, 1, 3, 4).contiguous()
 

@@ -9,16 +9,237 @@ Two kinds share one module:
   VQ-VAE EMA (running sums over running counts, Laplace-smoothed).
 
 Buffers keep the released layout (five per stage) so official checkpoints convert one-to-one.
+
+Nearest-codeword search (`EMACodebook.nearest`) gives exactly the codes of the released formulation
+(`reference_nearest`: argmin of |z|^2 + |w|^2 - 2 z.w in fp32), faster:
+
+- `"exact"` (default): the same arithmetic, element for element, in blocks of rows whose [rows, K] distance block
+  stays in cache (one matrix product, one subtract from |z|^2 + |w|^2, one row-min per block; no [N, K, D]
+  tensor, no cdist, no float64), with the codeword norms cached per codebook version; normalised vectors share
+  a few values of |z|^2, so |z|^2 + |w|^2 is one row per value instead of a [rows, K] block. Blocks have at least
+  `SEARCH_BLOCK_ROWS` rows (or all of them), and a row's dot products do not depend on the other rows of its
+  product (checked: MKL's sgemm accumulates every dot product in order, for 6 or more rows), so the distances,
+  hence the codes (first index on ties), are bitwise those of the reference.
+- `"bf16-rescore"` (opt-in): candidate scores from a bf16 matrix product, the `SEARCH_CANDIDATES` best per row
+  rescored exactly (fp32 dot products accumulated in the order of the fp32 matrix product, then the reference
+  formula); a row whose candidates do not provably hold its nearest codeword (bf16 error bound) is searched
+  exactly. Identical codes by construction as long as the rescoring's dot products are bitwise those of the fp32
+  product (true of MKL's sgemm on the CPUs measured; tests check it); only useful where bf16 matrix products are
+  fast (AMX) and codebooks are large (below `BF16_MIN_WORK` codes x dim, e.g. the mdct bands, it searches
+  exactly).
 """
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+
+SEARCH_PRECISIONS = ("exact", "bf16-rescore")
+SEARCH_BLOCK_ROWS = 256  # rows per block of the search: a [256, 8192] fp32 block is 8 MiB
+SEARCH_CANDIDATES = 8  # bf16-rescore: candidates rescored exactly per row
+BF16_MIN_WORK = 2048 * 64  # bf16-rescore only pays off on large codebooks (codes x dim); smaller: exact search
+SHARED_NORM_GROUPS = 32  # at most this many distinct |z|^2: one shared |z|^2 + |w|^2 row per value
+
+
+def check_search_precision(precision: str) -> str:
+    if precision not in SEARCH_PRECISIONS:
+        raise ValueError(f"search_precision must be one of {SEARCH_PRECISIONS}, got {precision!r}")
+    return precision
+
+
+def reference_nearest(vectors: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
+    """The released nearest-codeword search, written out: argmin over the [N, K] matrix of
+    |z|^2 + |w|^2 - 2 z.w. `EMACodebook.nearest` returns exactly these codes (kept for tests and benchmarks)."""
+    distances = vectors.pow(2).sum(dim=1, keepdim=True) + codebook.pow(2).sum(dim=1) - 2 * vectors @ codebook.t()
+    return distances.argmin(dim=1)
+
+
+def _row_blocks(num_rows: int, block_rows: int) -> list[tuple[int, int]]:
+    """[start, stop) row blocks of at least `block_rows` rows (the last one takes the remainder), or one block."""
+    if num_rows < 2 * block_rows:
+        return [(0, num_rows)]
+    starts = list(range(0, num_rows - block_rows + 1, block_rows))
+    return [(start, stop) for start, stop in zip(starts, starts[1:] + [num_rows])]
+
+
+def _no_cache() -> None:
+    return None
+
+
+class _SearchCache:
+    """What the search needs from one version of a codebook: its squared norms (the reference's
+    `codebook.pow(2).sum(dim=1)`, so bitwise the same), their spread, the largest norm, and (bf16-rescore, made
+    when first needed) a bf16 copy and a transposed copy."""
+
+    def __init__(self, codebook: torch.Tensor, version: int):
+        self.codebook = weakref.ref(codebook)
+        self.version = version
+        self.norms = codebook.pow(2).sum(dim=1)
+        self._bf16 = self._transposed = self._norm_range = None
+
+    def matches(self, codebook: torch.Tensor, version: int) -> bool:
+        return self.codebook() is codebook and self.version == version
+
+    def __reduce__(self):  # a copied or pickled module starts without a cache (a weak reference cannot be copied)
+        return _no_cache, ()
+
+    def bf16(self, codebook: torch.Tensor) -> torch.Tensor:
+        if self._bf16 is None:
+            self._bf16 = codebook.to(torch.bfloat16)
+        return self._bf16
+
+    def transposed(self, codebook: torch.Tensor) -> torch.Tensor:
+        if self._transposed is None:
+            self._transposed = codebook.t().contiguous()
+        return self._transposed
+
+    def norm_range(self) -> tuple[float, float]:
+        """(max |w|^2 - min |w|^2, max |w|)."""
+        if self._norm_range is None:
+            self._norm_range = (float(self.norms.max() - self.norms.min()), float(self.norms.max().sqrt()))
+        return self._norm_range
+
+
+def _exact_search(vectors: torch.Tensor, codebook: torch.Tensor, norms: torch.Tensor,
+                  block_rows: int | None = None) -> torch.Tensor:
+    """`reference_nearest(vectors, codebook)` block by block: the same fp32 operations on the same values.
+
+    Normalised vectors have only a few distinct squared norms |z|^2 (1 give or take a few ulps): rows are then
+    sorted by it and each run of equal |z|^2 subtracts 2 z.w from one shared row |z|^2 + |w|^2 (the reference's
+    values exactly) instead of a [rows, K] matrix of them.
+    """
+    num_rows, size = vectors.shape[0], codebook.shape[0]
+    indices = torch.empty(num_rows, dtype=torch.long, device=vectors.device)
+    if num_rows == 0:
+        return indices
+    squared = vectors.pow(2).sum(dim=1, keepdim=True)  # as the reference (all rows at once)
+    blocks = _row_blocks(num_rows, (block_rows or SEARCH_BLOCK_ROWS) if vectors.device.type == "cpu" else num_rows)
+    largest = max(stop - start for start, stop in blocks)
+    scores = vectors.new_empty(largest, size)
+    values = vectors.new_empty(largest)
+    codebook_t = codebook.t()
+    if vectors.device.type == "cpu":
+        distinct, inverse, counts = torch.unique(squared.view(-1), return_inverse=True, return_counts=True)
+    if vectors.device.type == "cpu" and num_rows >= 64 and distinct.numel() <= SHARED_NORM_GROUPS:
+        order = torch.argsort(inverse, stable=True)
+        bases = distinct.unsqueeze(1) + norms  # [G, K]: |z|^2 + |w|^2 for each distinct |z|^2
+        ends = counts.cumsum(0).tolist()
+        runs = list(zip([0] + ends[:-1], ends))
+        ordered, sorted_indices = vectors[order], torch.empty_like(indices)
+        for start, stop in blocks:
+            block = torch.mm(ordered[start:stop], codebook_t, out=scores[:stop - start])
+            for group, (low, high) in enumerate(runs):
+                low, high = max(low, start), min(high, stop)
+                if low < high:
+                    run = block[low - start:high - start]
+                    torch.sub(bases[group], run, alpha=2, out=run)
+            torch.min(block, dim=1, out=(values[:stop - start], sorted_indices[start:stop]))
+        indices[order] = sorted_indices
+        return indices
+    base = vectors.new_empty(largest, size)
+    for start, stop in blocks:
+        rows = stop - start
+        block = torch.mm(vectors[start:stop], codebook_t, out=scores[:rows])  # z.w (2 z.w is exactly twice it)
+        torch.sub(torch.add(squared[start:stop], norms, out=base[:rows]), block, alpha=2, out=block)
+        torch.min(block, dim=1, out=(values[:rows], indices[start:stop]))  # first index on ties, as argmin
+    return indices
+
+
+def _exact_dots(vectors: torch.Tensor, codebook_t: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+    """Dot products of every row of `vectors` [N, D] with its candidate codewords (`candidates` [N, C]), in fp32,
+    accumulated one coordinate at a time with fused multiply-adds, which is the order of the fp32 matrix product
+    (`codebook_t` [D, K] contiguous)."""
+    dim = vectors.shape[1]
+    columns = codebook_t.index_select(1, candidates.reshape(-1)).view(dim, *candidates.shape)  # [D, N, C]
+    rows = vectors.t().unsqueeze(-1)  # [D, N, 1]
+    dots = torch.zeros(candidates.shape, dtype=vectors.dtype, device=vectors.device)
+    for d in range(dim):
+        dots.addcmul_(rows[d], columns[d])
+    return dots
+
+
+def _bf16_rescore_search(vectors: torch.Tensor, codebook: torch.Tensor, cache: _SearchCache,
+                         num_candidates: int | None = None, block_rows: int | None = None,
+                         normalized: bool = False):
+    """bf16 candidate search + exact rescoring; returns (indices [N], number of rows searched exactly).
+
+    Codes are split into `stripes` interleaved groups (code r * L + l is member r of group l): per row, the
+    bf16 scores give each group's best score (one strided max), the `num_candidates` best groups, and each
+    such group's best member. A row is certain when (a) the last selected group's best score and (b) every
+    selected group's second-best member score lie more than a margin below the row's best score, the margin
+    bounding twice the bf16 error (inputs, output, accumulation) plus the rounding of the fp32 formula: then
+    every code that can be nearest is a candidate. A row whose best candidate alone scores within the margin of
+    the best score gets it; other candidates are rescored exactly; uncertain rows are searched exactly.
+    """
+    num_rows, dim = vectors.shape
+    size = codebook.shape[0]
+    num_candidates = num_candidates or SEARCH_CANDIDATES
+    block_rows = block_rows or SEARCH_BLOCK_ROWS
+    stripes = 16 if size % 16 == 0 and size // 16 >= 2 * num_candidates else 1
+    groups = size // stripes
+    num_candidates = min(num_candidates, groups)
+    if num_rows == 0 or num_candidates < 2 or not bool(torch.isfinite(vectors).all()):
+        return _exact_search(vectors, codebook, cache.norms, block_rows), num_rows
+    norms = cache.norms
+    spread, max_norm = cache.norm_range()
+    # rank by s_k = z.w_k - |w_k|^2 / 2 (larger = nearer); with (near) unit codewords the norm term is a constant
+    rank_by_dot = normalized or spread <= 1e-3 * float(norms.mean())
+    vector_norms = vectors.norm(dim=1)
+    unit = 2.0 ** -24
+    size_bound = vector_norms * max_norm  # >= |z.w| for every code
+    # bf16 inputs (2^-9 each), bf16 output (2^-9, counted as 2^-8), fp32 accumulations (bf16 and exact products)
+    error = (2.0 ** -8 + 2.0 ** -16 + 2.0 ** -8 + 6 * dim * unit) * size_bound
+    error = error + (0.5 * spread if rank_by_dot else 4 * unit * (size_bound + max_norm ** 2))
+    rounding = 4 * unit * (vector_norms.pow(2) + max_norm ** 2 + 2 * size_bound)
+    margin = 2 * error + 2 * rounding
+    candidates = torch.empty(num_rows, num_candidates, dtype=torch.long, device=vectors.device)
+    certain = torch.empty(num_rows, dtype=torch.bool, device=vectors.device)
+    several = torch.empty(num_rows, dtype=torch.bool, device=vectors.device)  # more than one candidate can win
+    low_precision = vectors.to(torch.bfloat16)
+    codebook_bf16_t = cache.bf16(codebook).t()
+    blocks = _row_blocks(num_rows, block_rows if vectors.device.type == "cpu" else num_rows)
+    scores = low_precision.new_empty(max(stop - start for start, stop in blocks), size)
+    for start, stop in blocks:
+        rows = stop - start
+        block = torch.mm(low_precision[start:stop], codebook_bf16_t, out=scores[:rows])
+        if not rank_by_dot:
+            block = block.float().sub_(norms, alpha=0.5)
+        grid = block.view(rows, stripes, groups)
+        best_groups = grid.amax(dim=1).topk(num_candidates, dim=1)  # [rows, C], best first
+        threshold = best_groups.values[:, :1].float() - margin[start:stop, None]
+        ok = best_groups.values[:, -1].float() < threshold[:, 0]
+        if stripes > 1:
+            members = grid.gather(2, best_groups.indices.unsqueeze(1).expand(rows, stripes, num_candidates))
+            best_members = members.topk(2, dim=1)  # [rows, 2, C]
+            ok &= (best_members.values[:, 1].float() < threshold).all(dim=1)
+            candidates[start:stop] = best_members.indices[:, 0] * groups + best_groups.indices
+        else:
+            candidates[start:stop] = best_groups.indices
+        certain[start:stop] = ok
+        # the nearest codeword scores above the threshold: if only the best candidate does, it is the one
+        several[start:stop] = (best_groups.values[:, 1].float() >= threshold[:, 0]) | ~ok
+        if stripes > 1:
+            several[start:stop] |= best_members.values[:, 1, 0].float() >= threshold[:, 0]
+    indices = candidates[:, 0].clone()
+    rescore = (several & certain).nonzero().squeeze(1)
+    if rescore.numel():
+        chosen, _ = candidates[rescore].sort(dim=1)  # ties go to the first code, as argmin
+        subset = vectors[rescore]
+        dots = _exact_dots(subset, cache.transposed(codebook), chosen)
+        distances = torch.sub(subset.pow(2).sum(dim=1, keepdim=True) + norms[chosen], dots, alpha=2)
+        indices[rescore] = chosen.gather(1, distances.argmin(dim=1, keepdim=True)).squeeze(1)
+    fallback = (~certain).nonzero().squeeze(1)
+    if fallback.numel():
+        rows = vectors[fallback]
+        if rows.shape[0] < 8:  # keep the matrix product on its usual path (its dot products, bitwise)
+            rows = torch.cat((rows, rows.new_zeros(8 - rows.shape[0], dim)))
+        indices[fallback] = _exact_search(rows, codebook, norms, block_rows)[: fallback.numel()]
+    return indices, int(fallback.numel())
 
 
 def _distributed() -> bool:
@@ -89,16 +310,39 @@ class EMACodebook(nn.Module):
         self.register_buffer("ema_count", torch.zeros(codebook_size))
         self.register_buffer("usage", torch.zeros(codebook_size))
         self.register_buffer("initialized", torch.zeros(1))
+        self._search_cache: _SearchCache | None = None
+        self.fallback_rows = 0  # bf16-rescore: rows of the last search that were searched exactly
 
-    def nearest(self, vectors: torch.Tensor) -> torch.Tensor:
-        """Index of the nearest codeword (Euclidean) for every row of `vectors` [N, D] -> [N]."""
-        # |z|^2 + |w|^2 - 2 z.w, the released formulation (keeps argmin ties identical to it)
-        distances = (
-            vectors.pow(2).sum(dim=1, keepdim=True)
-            + self.codebook.pow(2).sum(dim=1)
-            - 2 * vectors @ self.codebook.t()
-        )
-        return distances.argmin(dim=1)
+    def _search_state(self) -> _SearchCache:
+        """Codeword norms (and bf16 copy) of the current codebook, recomputed whenever it changes: the cache is
+        keyed on the codebook tensor itself and its version counter (every in-place write bumps it)."""
+        codebook = self.codebook
+        try:
+            version = codebook._version
+        except RuntimeError:  # inference-mode tensors keep no version counter: no caching
+            return _SearchCache(codebook, -1)
+        cache = self._search_cache
+        if cache is None or not cache.matches(codebook, version):
+            with torch.no_grad():
+                cache = self._search_cache = _SearchCache(codebook, version)
+        return cache
+
+    def clear_search_cache(self) -> None:
+        """Drop the cached codeword norms (only needed after writing the codebook through `.data`)."""
+        self._search_cache = None
+
+    def nearest(self, vectors: torch.Tensor, precision: str = "exact") -> torch.Tensor:
+        """Index of the nearest codeword (Euclidean) for every row of `vectors` [N, D] -> [N]: exactly the codes
+        of `reference_nearest` (the released |z|^2 + |w|^2 - 2 z.w, first index on ties), see the module notes."""
+        check_search_precision(precision)
+        with torch.no_grad():
+            cache = self._search_state()
+            if precision == "bf16-rescore" and self.codebook.numel() >= BF16_MIN_WORK:
+                indices, self.fallback_rows = _bf16_rescore_search(vectors.detach(), self.codebook, cache,
+                                                                   normalized=self.normalize)
+                return indices
+            self.fallback_rows = vectors.shape[0] if precision == "bf16-rescore" else 0
+            return _exact_search(vectors.detach(), self.codebook, cache.norms)
 
     @torch.no_grad()
     def initialize(self, vectors: torch.Tensor) -> None:
@@ -192,18 +436,23 @@ class ResidualVectorQuantizer(nn.Module):
             EMACodebook(codebook_size, code_dim, self.normalize, decay, kmeans_iters, dead_code_threshold)
             for _ in range(num_quantizers)
         )
+        self.search_precision = "exact"  # see the module notes; "bf16-rescore" is opt-in
 
-    def forward(self, vectors: torch.Tensor, mask: torch.Tensor | None = None, num_quantizers: int | None = None) -> QuantizerOutput:
+    def forward(self, vectors: torch.Tensor, mask: torch.Tensor | None = None, num_quantizers: int | None = None,
+                search_precision: str | None = None) -> QuantizerOutput:
         """Quantise `vectors` [N, D] with the first `num_quantizers` stages.
 
         `mask` [N] (True = real) selects the vectors that initialise and update codebooks and enter the
         loss and statistics; all vectors are encoded. In training, codebooks are initialised by k-means
-        on the first batch and updated by EMA after each assignment.
+        on the first batch and updated by EMA after each assignment. `search_precision` overrides
+        `self.search_precision` for this call.
         """
+        precision = check_search_precision(search_precision or self.search_precision)
         with torch.autocast(device_type=vectors.device.type, enabled=False):  # quantizer stays fp32
-            return self._forward(vectors.float(), mask, num_quantizers)
+            return self._forward(vectors.float(), mask, num_quantizers, precision)
 
-    def _forward(self, vectors: torch.Tensor, mask: torch.Tensor | None, num_quantizers: int | None) -> QuantizerOutput:
+    def _forward(self, vectors: torch.Tensor, mask: torch.Tensor | None, num_quantizers: int | None,
+                 precision: str = "exact") -> QuantizerOutput:
         stages = self.stages[: num_quantizers or len(self.stages)]
         residual = vectors
         quantized = torch.zeros_like(vectors)
@@ -212,7 +461,7 @@ class ResidualVectorQuantizer(nn.Module):
             target = F.normalize(residual, dim=-1) if self.normalize else residual
             if self.training and not bool(stage.initialized.item()):
                 stage.initialize((target if mask is None else target[mask]).detach())
-            indices = stage.nearest(target.detach())
+            indices = stage.nearest(target.detach(), precision)
             codewords = stage.codebook[indices]
             real_indices = indices if mask is None else indices[mask]
             real_target = target if mask is None else target[mask]
@@ -241,13 +490,15 @@ class ResidualVectorQuantizer(nn.Module):
         )
 
     @torch.no_grad()
-    def encode(self, vectors: torch.Tensor, num_quantizers: int | None = None) -> torch.LongTensor:
+    def encode(self, vectors: torch.Tensor, num_quantizers: int | None = None,
+               search_precision: str | None = None) -> torch.LongTensor:
         """Greedy residual encoding with frozen codebooks (no EMA update, no initialisation):
         `vectors` [N, D] -> codes [K', N]. The same codes as `forward` in eval mode."""
+        precision = check_search_precision(search_precision or self.search_precision)
         residual, codes = vectors.float(), []
         for stage in self.stages[: num_quantizers or len(self.stages)]:
             target = F.normalize(residual, dim=-1) if self.normalize else residual
-            indices = stage.nearest(target)
+            indices = stage.nearest(target, precision)
             residual = residual - stage.codebook[indices]
             codes.append(indices)
         return torch.stack(codes)

@@ -1,0 +1,197 @@
+"""Is labelled synthetic EEG useful? Train on synthetic, test on real (TSTR), and per-condition band powers.
+
+A conditional LBM (`LBMConfig.condition_names`) samples EEG of a given brain state. Two questions, both answered on
+real EEG of validation subjects (prepared rows with a `label`, `neurorvq prepare`):
+
+- `state_classification`: a simple state classifier (scikit-learn logistic regression on standardised log band
+  powers per channel of 4-s segments) trained on synthetic segments of each condition and tested on real ones (TSTR),
+  beside the same classifier trained on real EEG of the training subjects (TRTR), on both (real + synthetic), and
+  chance. Scores are balanced accuracies (mean recall over classes; chance = 1 / classes), so an unequal number of
+  rest and task windows cannot inflate them.
+- `condition_bands`: band powers of each condition's samples against that condition's real EEG (dB differences), and
+  the alpha change between two conditions (eyes closed minus eyes open: the classic check).
+
+`condition_report` runs both for every label set the data allows and each guidance scale.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from .evaluation import BANDS, _as_signal, band_powers, item_segments
+
+# label pairs a state classifier is trained on, when the validation data holds both (EEGMAT; EEGMMIDB baselines)
+LABEL_SETS = (("rest", "arithmetic"), ("eyes_open", "eyes_closed"))
+
+
+def state_features(items: Sequence[Any], seconds: float = 4.0) -> np.ndarray:
+    """Log band powers (dB) of every channel of every 4-s multichannel segment: `[N, C * 5]` (items share a montage)."""
+    segments, _ = item_segments(items, seconds)
+    if not segments:
+        return np.zeros((0, 0))
+    return np.stack([band_powers(segment).ravel() for segment in segments])
+
+
+def _labelled_features(items_by_label: dict[str, list], classes: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    features, labels = [], []
+    for index, name in enumerate(classes):
+        block = state_features(items_by_label.get(name, []))
+        if len(block):
+            features.append(block)
+            labels.append(np.full(len(block), index))
+    if not features:
+        return np.zeros((0, 0)), np.zeros(0, dtype=np.int64)
+    return np.concatenate(features), np.concatenate(labels)
+
+
+def state_classification(train: dict[str, list], test: dict[str, list], classes: Sequence[str]) -> float:
+    """Balanced accuracy on `test` of a logistic regression fitted on `train` (each: label -> list of `[C, T]` µV
+    items of one montage). NaN when the training data lacks a class."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import balanced_accuracy_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    x_train, y_train = _labelled_features(train, classes)
+    x_test, y_test = _labelled_features(test, classes)
+    if len(set(y_train.tolist())) < len(classes) or len(set(y_test.tolist())) < len(classes):
+        return float("nan")
+    classifier = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000))
+    classifier.fit(x_train, y_train)
+    return float(balanced_accuracy_score(y_test, classifier.predict(x_test)))
+
+
+def _signal(row: dict, channels: Sequence[str]) -> np.ndarray:
+    """A prepared row's real samples `[len(channels), T]` µV, in `channels` order."""
+    names = [n.lower() for n in row["channel_names"]]
+    x = np.asarray(row["input_values"], dtype=np.float32)[:, : int(row["valid_samples"])]
+    return x[[names.index(n) for n in channels]]
+
+
+def _rows_by_label(rows, labels: Sequence[str]) -> dict[str, list[dict]]:
+    wanted = set(labels)
+    indices = [i for i, label in enumerate(rows["label"]) if label in wanted] if "label" in rows.column_names else []
+    grouped: dict[str, list[dict]] = {}
+    for row in (rows[i] for i in indices):
+        grouped.setdefault(row["label"], []).append(row)
+    return grouped
+
+
+def _montage(rows: Sequence[dict], max_channels: int) -> list[str]:
+    """The channels every row of the most common montage has, at most `max_channels` of them."""
+    common = Counter(tuple(n.lower() for n in r["channel_names"]) for r in rows).most_common(1)[0][0]
+    return list(common[:max_channels])
+
+
+def _sample(model, tokenizer, channels, condition, guidance_scale, num_samples, seconds, temperature, seed):
+    generator = torch.Generator().manual_seed(seed)
+    out = model.generate(list(channels), num_patches=seconds, temperature=temperature, generator=generator,
+                         batch_size=num_samples, condition=condition, guidance_scale=guidance_scale)
+    eeg = tokenizer.decode(out["codes"], list(channels), scale_codes=out["scale_codes"])
+    return list(eeg.cpu().numpy())
+
+
+def condition_bands(synthetic: Sequence[Any], real: Sequence[Any]) -> dict[str, float]:
+    """Band power (dB, mean over channels and items) of synthetic minus real, per band."""
+    s = np.concatenate([band_powers(_as_signal(x)) for x in synthetic]).mean(0)
+    r = np.concatenate([band_powers(_as_signal(x)) for x in real]).mean(0)
+    return {band: float(s[i] - r[i]) for i, band in enumerate(BANDS)}
+
+
+@torch.no_grad()
+def condition_report(model, tokenizer, train_rows, validation_rows, num_samples: int = 16, seconds: int = 8,
+                     guidance_scales: Sequence[float] = (1.0,), temperature: float = 1.0, seed: int = 0,
+                     max_channels: int = 19) -> dict:
+    """TSTR / TRTR / chance per label set and per-condition band differences, for each guidance scale.
+
+    `train_rows` / `validation_rows`: prepared splits (`datasets.Dataset` with `label`). Each condition is sampled in
+    the montage of its real rows (the most common one, first `max_channels` channels); its real reference is the
+    validation rows of that condition, or the training rows when no validation subject has it (`reference` says
+    which). Returns a JSON-serialisable dict: `label_sets` (list of {classes, montage, trtr, tstr,
+    real_plus_synthetic, chance, n_real_train_windows, n_real_test_windows} per guidance scale),
+    `conditions` ({name: {reference, montage, bands_db: {guidance: {band: dB}}}}) and, with eyes open and closed,
+    `alpha_eyes_closed_minus_open_db` (real and synthetic per guidance scale).
+    """
+    names = list(model.config.condition_names or [])
+    if not names:
+        raise ValueError("the model knows no condition (config.condition_names is empty)")
+    model.eval()
+    train_by_label, validation_by_label = _rows_by_label(train_rows, names), _rows_by_label(validation_rows, names)
+    report: dict = {"label_sets": [], "conditions": {}, "guidance_scales": list(guidance_scales),
+                    "num_samples": num_samples, "seconds": seconds, "temperature": temperature}
+    synthetic_cache: dict[tuple, list] = {}
+
+    def synthetic(condition, channels, guidance):
+        key = (condition, tuple(channels), guidance)
+        if key not in synthetic_cache:
+            synthetic_cache[key] = _sample(model, tokenizer, channels, condition, guidance, num_samples, seconds,
+                                           temperature, seed + len(synthetic_cache))
+        return synthetic_cache[key]
+
+    for name in names:
+        reference = "validation" if validation_by_label.get(name) else "train"
+        rows = (validation_by_label if reference == "validation" else train_by_label).get(name, [])
+        if not rows:
+            continue
+        channels = _montage(rows, max_channels)
+        real = [_signal(r, channels) for r in rows if set(channels) <= {n.lower() for n in r["channel_names"]}]
+        report["conditions"][name] = {"reference": reference, "montage": channels, "n_real_windows": len(real),
+                                      "bands_db": {str(g): condition_bands(synthetic(name, channels, g), real)
+                                                   for g in guidance_scales},
+                                      "real_alpha_db": float(np.concatenate([band_powers(x) for x in real])[:, 2].mean())}
+    if {"eyes_open", "eyes_closed"} <= set(report["conditions"]):
+        open_, closed = report["conditions"]["eyes_open"], report["conditions"]["eyes_closed"]
+        if open_["montage"] == closed["montage"]:
+            channels = open_["montage"]
+            alpha = lambda items: float(np.concatenate([band_powers(x) for x in items])[:, 2].mean())  # noqa: E731
+            report["alpha_eyes_closed_minus_open_db"] = {
+                "real": closed["real_alpha_db"] - open_["real_alpha_db"],
+                "synthetic": {str(g): alpha(synthetic("eyes_closed", channels, g)) - alpha(synthetic("eyes_open", channels, g))
+                              for g in guidance_scales}}
+
+    for classes in LABEL_SETS:
+        if not all(c in names and validation_by_label.get(c) and train_by_label.get(c) for c in classes):
+            continue
+        channels = _montage([r for c in classes for r in validation_by_label[c]], max_channels)
+        pick = lambda groups: {c: [_signal(r, channels) for r in groups[c]  # noqa: E731
+                                   if set(channels) <= {n.lower() for n in r["channel_names"]}] for c in classes}
+        real_train, real_test = pick(train_by_label), pick(validation_by_label)
+        for guidance in guidance_scales:
+            fake = {c: synthetic(c, channels, guidance) for c in classes}
+            both = {c: real_train[c] + fake[c] for c in classes}
+            report["label_sets"].append({
+                "classes": list(classes), "montage": channels, "guidance_scale": guidance,
+                "trtr": state_classification(real_train, real_test, classes),
+                "tstr": state_classification(fake, real_test, classes),
+                "real_plus_synthetic": state_classification(both, real_test, classes),
+                "chance": 1 / len(classes),
+                "n_real_train_windows": {c: len(real_train[c]) for c in classes},
+                "n_real_test_windows": {c: len(real_test[c]) for c in classes}})
+    return report
+
+
+def format_condition_report(report: dict) -> str:
+    """Markdown tables of a [`condition_report`]."""
+    lines = ["| label set | guidance | TRTR | TSTR | real + synthetic | chance |", "|---|---|---|---|---|---|"]
+    for row in report["label_sets"]:
+        lines.append(f"| {' vs '.join(row['classes'])} | {row['guidance_scale']:g} | {row['trtr']:.3f} | "
+                     f"{row['tstr']:.3f} | {row['real_plus_synthetic']:.3f} | {row['chance']:.2f} |")
+    lines += ["", "| condition (real reference) | guidance | " + " | ".join(f"{b} dB" for b in BANDS) + " |",
+              "|---|---|" + "---|" * len(BANDS)]
+    for name, row in report["conditions"].items():
+        for guidance, bands in row["bands_db"].items():
+            lines.append(f"| {name} ({row['reference']}, {row['n_real_windows']} windows) | {guidance} | "
+                         + " | ".join(f"{bands[b]:+.2f}" for b in BANDS) + " |")
+    if "alpha_eyes_closed_minus_open_db" in report:
+        a = report["alpha_eyes_closed_minus_open_db"]
+        lines.append(f"\nalpha power, eyes closed - eyes open: real {a['real']:+.2f} dB; synthetic "
+                     + ", ".join(f"{v:+.2f} dB (guidance {g})" for g, v in a["synthetic"].items()))
+    return "\n".join(lines)
+
+
+__all__ = ["LABEL_SETS", "condition_bands", "condition_report", "format_condition_report", "state_classification",
+           "state_features"]
