@@ -35,6 +35,7 @@ from scipy import signal as scipy_signal
 from ..tokenizer.evaluation import BANDS, BLOCK_SIZE, SAMPLING_RATE, seam_ratio
 from .layout import codes_to_positions
 
+JOIN_JUMP = 3.0  # a join ratio above this is a visible jump where a continuation starts
 WELCH_NPERSEG = 200  # samples: 1-s Hann windows, 1 Hz resolution at 200 Hz
 SLOPE_RANGE = (2.0, 40.0)  # Hz, range of the log-log fit of `spectral_slope`
 SEGMENT_SECONDS = 4.0  # length of the channel segments the two-sample classifier sees
@@ -589,7 +590,8 @@ def prompt_specificity(model, tokenizer, rows: Sequence[dict], prompt_seconds: i
     that are farther from the continuation than its own prompt: 0.5 = chance, 1 = always closest to its own),
     `top1` (share of continuations whose own prompt is the closest of all; chance 1 / number of prompts),
     `join_ratio` (median over prompts of the squared step across the prompt/continuation join over the median
-    squared step within the continuation: 1 = no jump) and `num_prompts`.
+    squared step within the continuation: 1 = no jump), `join_jumps` (share of continuations whose join ratio exceeds
+    `JOIN_JUMP`: the tail the median hides) and `num_prompts`.
     """
     needed = (prompt_seconds + seconds) * SAMPLING_RATE
     by_montage: dict[tuple, dict[str, np.ndarray]] = {}
@@ -622,9 +624,11 @@ def prompt_specificity(model, tokenizer, rows: Sequence[dict], prompt_seconds: i
             steps = np.diff(x, axis=-1) ** 2
             joins.append(float(np.median(steps[:, split - 1]) / np.median(steps[:, split:])))
     if not closer:
-        return {"specificity": float("nan"), "top1": float("nan"), "join_ratio": float("nan"), "num_prompts": 0}
+        return {"specificity": float("nan"), "top1": float("nan"), "join_ratio": float("nan"), "join_jumps": float("nan"),
+                "num_prompts": 0}
     return {"specificity": float(np.mean(closer)), "top1": float(np.mean(top1)),
-            "join_ratio": float(np.median(joins)), "num_prompts": len(closer)}
+            "join_ratio": float(np.median(joins)), "join_jumps": float(np.mean(np.asarray(joins) > JOIN_JUMP)),
+            "num_prompts": len(closer)}
 
 
 def evaluate_lbm(model, tokenizer, train_codes, validation_codes, validation_rows: Sequence[dict],
@@ -706,6 +710,7 @@ def format_nll(results: dict) -> str:
                      f"| {unigram - row['bits_per_position']:+.2f} |")
     if "prompt" in results:
         p = results["prompt"]
+        jumps = f"; joins > {JOIN_JUMP:g}x: {p['join_jumps']:.2f}" if "join_jumps" in p else ""
         lines.append(f"\nprompt specificity {p['specificity']:.2f} (closest of all: {p['top1']:.2f}; "
-                     f"join ratio {p['join_ratio']:.2f}; {p['num_prompts']} prompts)")
+                     f"join ratio {p['join_ratio']:.2f}{jumps}; {p['num_prompts']} prompts)")
     return "\n".join(lines)

@@ -80,9 +80,9 @@ class EEGGenerationPipeline(Pipeline):
         temperature (default `DEFAULT_TEMPERATURE` = 0.9), top_k, top_p: sampling controls.
         slow_temperature: optional temperature of the codes of an mdct tokenizer's slow bands (< 8 Hz for the
             bundled one; the rest keep `temperature`). Colder slow bands give channels more of the shared slow
-            waveform: measured on the bundled models (32 x 8 s, T = 0.9), mean |inter-channel r| 0.15 / 0.22 / 0.35 /
-            0.56 at slow_temperature 0.9 / 0.5 / 0.3 / 0.1 (real 0.52), with theta power -0.2 / +0.1 / -2.9 / -8.7 dB
-            and the seam ratio 1.2 / 1.4 / 1.3 / 2.6: off by default.
+            waveform, at a cost in theta power and seams (measured on the previous bundle: mean |inter-channel r| 0.15
+            -> 0.35 at 0.3, theta -2.9 dB). The current bundle's samples correlate as real EEG does without it (0.53 vs
+            0.52): off by default.
         seed: integer for reproducible samples (same seed -> identical output); None: torch's global RNG.
         condition: a brain state the model knows (`model.config.condition_names`, e.g. "eyes_closed"; listed in its
             model card), applied to every sample; None = unconditional. An unknown name is an error listing the

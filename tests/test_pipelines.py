@@ -54,7 +54,8 @@ def test_slow_temperature_changes_only_what_it_should(generator):
 def test_prompt_continuation_keeps_the_prompt(generator, recording):
     from neurorvq.tokenizer.evaluation import zscored_mse
 
-    out = generator(recording, prompt_seconds=3, seconds=2, seed=0)
+    outs = generator(recording, prompt_seconds=3, seconds=2, seed=0, num_samples=8)
+    out = outs[0]
     names = out["channel_names"]
     assert out["prompt_seconds"] == 3 and out["eeg"].shape == (len(names), 5 * 200)
     # the prompt's codes are those of the recording (a lapped tokenizer reads one more second and drops its code,
@@ -66,9 +67,13 @@ def test_prompt_continuation_keeps_the_prompt(generator, recording):
     # up to 2.5 s no frame of the continuation overlaps: the prompt decodes as itself (the refiner, which sees the
     # whole window, may move it a little)
     assert zscored_mse(own[:, :500], out["eeg"][:, :500]) < 0.02
-    # no jump at the join: the step into the continuation is like the steps inside it
-    steps = np.diff(out["eeg"], axis=-1) ** 2
-    assert np.median(steps[:, 599]) < 3 * np.median(steps[:, 600:])
+    # no jump at the join in a typical continuation: the step into it is like the steps inside it (single draws can
+    # jump: the bundled model's share of joins above 3x is in its model card)
+    ratios = []
+    for sample in outs:
+        steps = np.diff(sample["eeg"], axis=-1) ** 2
+        ratios.append(np.median(steps[:, 599]) / np.median(steps[:, 600:]))
+    assert np.median(ratios) < 3, ratios
 
 
 def test_reconstruction_pipeline(recording):
@@ -84,6 +89,18 @@ def test_reconstruction_pipeline(recording):
 def test_bad_arguments_raise(generator, kwargs):
     with pytest.raises(ValueError):
         generator(**{"seconds": 1, **kwargs})
+
+
+def test_bundled_model_generates_named_conditions(generator):
+    assert generator.model.config.condition_names == ["arithmetic", "eyes_closed", "eyes_open", "rest"]
+    samples = generator(seconds=1, channel_names=["o1", "o2"], condition="eyes_closed", num_samples=3, seed=0)
+    assert isinstance(samples, list) and len(samples) == 3 and all(s["eeg"].shape == (2, 200) for s in samples)
+    guided = generator(seconds=1, channel_names=["o1", "o2"], condition="eyes_closed", guidance_scale=2.0, seed=0)
+    assert np.isfinite(guided["eeg"]).all() and not np.allclose(guided["eeg"], samples[0]["eeg"])
+    with pytest.raises(ValueError, match="unknown condition 'asleep'.*arithmetic, eyes_closed, eyes_open, rest"):
+        generator(seconds=1, condition="asleep")
+    with pytest.raises(ValueError, match="guidance_scale needs a condition"):
+        generator(seconds=1, guidance_scale=2.0)
 
 
 def test_cli_generate_writes_edf_and_png(tmp_path):
@@ -110,7 +127,8 @@ def test_cli_reconstruct(tmp_path, recording):
 
 @pytest.mark.parametrize("argv", [["generate", "--seconds", "0", "--out", "x.edf"],
                                   ["generate", "--seconds", "2", "--montage", "nope", "--out", "x.edf"],
-                                  ["generate", "--seconds", "2", "--out", "x.txt"]])
+                                  ["generate", "--seconds", "2", "--out", "x.txt"],
+                                  ["generate", "--seconds", "2", "--condition", "asleep", "--out", "x.edf"]])
 def test_cli_bad_arguments_exit_2(argv, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as info:
