@@ -97,12 +97,23 @@ def tokenize_dataset(data_dir: str | Path, tokenizer, output_dir: str | Path, ba
                 if len(split) == 0:  # an empty split (no validation subject) maps to nothing: code columns all the same
                     coded[name] = datasets.Dataset.from_dict({k: [] for k in features}, features=features)
                     continue
-                coded[name] = split.map(
-                    encode_batch, batched=True, batch_size=batch_size, features=features,
-                    remove_columns=[c for c in split.column_names if c not in features],
-                    new_fingerprint=f"{fingerprint[:32]}-{name}", desc=f"tokenizing {name}", load_from_cache_file=False,
-                    cache_file_name=str(scratch / f"{name}.arrow"),  # written as it goes; saved below, then removed
-                )
+                # one Arrow file of the prepared split at a time: a memory-mapped file's pages count in the
+                # process's resident memory until it is closed, so mapping the whole split at once grows with it
+                files = [f["filename"] for f in split.cache_files]
+                parts = [split] if len(files) < 2 else (datasets.Dataset.from_file(f) for f in files)
+                pieces = []
+                for index, part in enumerate(parts):
+                    if "label" not in part.column_names:
+                        part = part.add_column("label", [""] * len(part))
+                    pieces.append(part.map(
+                        encode_batch, batched=True, batch_size=batch_size, features=features,
+                        remove_columns=[c for c in part.column_names if c not in features],
+                        new_fingerprint=f"{fingerprint[:32]}-{name}-{index}", desc=f"tokenizing {name}",
+                        load_from_cache_file=False,
+                        cache_file_name=str(scratch / f"{name}-{index}.arrow"),  # written as it goes; saved below
+                    ))
+                    del part
+                coded[name] = pieces[0] if len(pieces) == 1 else datasets.concatenate_datasets(pieces)
         coded = datasets.DatasetDict(coded)
         manifest_path.unlink(missing_ok=True)  # a rebuild: an interrupted save is never reused
         coded.save_to_disk(str(output_dir), num_shards={name: 1 for name, split in coded.items() if len(split) == 0})

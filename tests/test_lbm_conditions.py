@@ -15,17 +15,9 @@ from neurorvq.lbm.data import collate_codes
 from neurorvq.tokenizer import NeuroRVQConfig, NeuroRVQTokenizer
 
 from .conftest import REPO_ROOT
-from .test_lbm import CHANNELS, SMALL_CODES, structured_batch, tiny_config
+from .test_lbm import CHANNELS, SMALL_CODES, one_thread, structured_batch, tiny_config  # noqa: F401 (autouse fixture)
 
 CONDITIONS = ["closed", "open"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def conditional_model(seed: int = 0, **overrides) -> LBMForCausalLM:

@@ -89,3 +89,27 @@ def test_a_failed_prepare_keeps_the_previous_dataset_and_leaves_nothing(eeg_dir,
     with pytest.raises(ValueError, match="broken.edf"):
         prepare_dataset([inputs], tmp_path / "new", validation_fraction=0.0, progress=False)
     assert not (tmp_path / "new").exists() and _scratch(tmp_path) == []
+
+
+def test_tokenize_reads_a_sharded_split_shard_by_shard_with_the_same_codes(eeg_dir, tmp_path, monkeypatch):
+    import torch
+
+    from neurorvq.lbm.data import load_codes, tokenize_dataset
+    from neurorvq.tokenizer import NeuroRVQConfig, NeuroRVQTokenizer
+
+    from .conftest import REPO_ROOT
+
+    files = [eeg_dir / f for f in SHORT[:3]]
+    prepare_dataset(files, tmp_path / "one", validation_fraction=0.0, progress=False)
+    monkeypatch.setattr(data, "MAX_SHARD_BYTES", 1)  # a new shard for every recording
+    prepare_dataset(files, tmp_path / "many", validation_fraction=0.0, progress=False)
+    assert len(list((tmp_path / "many" / "train").glob("data-*.arrow"))) == 3
+    torch.manual_seed(0)
+    tokenizer = NeuroRVQTokenizer(NeuroRVQConfig.from_json_file(str(REPO_ROOT / "configs/tokenizer/tiny-mdct.json")))
+    for name in ("one", "many"):
+        tokenize_dataset(tmp_path / name, tokenizer, tmp_path / f"codes-{name}")
+    one, many = load_codes(tmp_path / "codes-one", "train"), load_codes(tmp_path / "codes-many", "train")
+    assert len(one) == len(many) > 0
+    for a, b in zip(one, many):
+        assert np.array_equal(a["codes"], b["codes"]) and a["label"] == b["label"]
+        assert a["recording_id"] == b["recording_id"]

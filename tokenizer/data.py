@@ -58,7 +58,7 @@ BUILTIN_LABEL_MAP = {
 }
 LABEL_PRESETS = {"builtin": (BUILTIN_LABEL_MAP, BUILTIN_FILE_LABELS), "none": ({}, {})}
 MIN_SEGMENT_SECONDS = 1.0  # labelled stretches shorter than this give no window
-MAX_SHARD_BYTES = 500 * 2**20  # signal bytes per Arrow file of a prepared split (`save_to_disk`'s default size)
+MAX_SHARD_BYTES = 256 * 2**20  # signal bytes per Arrow file of a prepared split: `tokenize` maps one file at a time, so this bounds its resident memory
 
 
 def find_recordings(inputs: Iterable[str | Path]) -> list[Path]:
