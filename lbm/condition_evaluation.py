@@ -65,11 +65,20 @@ def state_classification(train: dict[str, list], test: dict[str, list], classes:
     return float(balanced_accuracy_score(y_test, classifier.predict(x_test)))
 
 
-def _signal(row: dict, channels: Sequence[str]) -> np.ndarray:
-    """A prepared row's real samples `[len(channels), T]` µV, in `channels` order."""
-    names = [n.lower() for n in row["channel_names"]]
-    x = np.asarray(row["input_values"], dtype=np.float32)[:, : int(row["valid_samples"])]
-    return x[[names.index(n) for n in channels]]
+def _signals(rows: Sequence[dict], channels: Sequence[str]) -> list[np.ndarray]:
+    """The real samples `[len(channels), T]` µV, in `channels` order, of the rows that have all of `channels`."""
+    signals = []
+    for row in rows:
+        names = [n.lower() for n in row["channel_names"]]
+        if set(channels) <= set(names):
+            x = np.asarray(row["input_values"], dtype=np.float32)[:, : int(row["valid_samples"])]
+            signals.append(x[[names.index(n) for n in channels]])
+    return signals
+
+
+def _alpha_db(items: Sequence[Any]) -> float:
+    """Mean alpha band power (dB) over every channel of every item."""
+    return float(np.concatenate([band_powers(x) for x in items])[:, list(BANDS).index("alpha")].mean())
 
 
 def _rows_by_label(rows, labels: Sequence[str]) -> dict[str, list[dict]]:
@@ -138,28 +147,26 @@ def condition_report(model, tokenizer, train_rows, validation_rows, num_samples:
         if not rows:
             continue
         channels = _montage(rows, max_channels)
-        real = [_signal(r, channels) for r in rows if set(channels) <= {n.lower() for n in r["channel_names"]}]
+        real = _signals(rows, channels)
         report["conditions"][name] = {"reference": reference, "montage": channels, "n_real_windows": len(real),
                                       "bands_db": {str(g): condition_bands(synthetic(name, channels, g), real)
                                                    for g in guidance_scales},
-                                      "real_alpha_db": float(np.concatenate([band_powers(x) for x in real])[:, 2].mean())}
+                                      "real_alpha_db": _alpha_db(real)}
     if {"eyes_open", "eyes_closed"} <= set(report["conditions"]):
         open_, closed = report["conditions"]["eyes_open"], report["conditions"]["eyes_closed"]
         if open_["montage"] == closed["montage"]:
             channels = open_["montage"]
-            alpha = lambda items: float(np.concatenate([band_powers(x) for x in items])[:, 2].mean())  # noqa: E731
             report["alpha_eyes_closed_minus_open_db"] = {
                 "real": closed["real_alpha_db"] - open_["real_alpha_db"],
-                "synthetic": {str(g): alpha(synthetic("eyes_closed", channels, g)) - alpha(synthetic("eyes_open", channels, g))
-                              for g in guidance_scales}}
+                "synthetic": {str(g): _alpha_db(synthetic("eyes_closed", channels, g))
+                              - _alpha_db(synthetic("eyes_open", channels, g)) for g in guidance_scales}}
 
     for classes in LABEL_SETS:
         if not all(c in names and validation_by_label.get(c) and train_by_label.get(c) for c in classes):
             continue
         channels = _montage([r for c in classes for r in validation_by_label[c]], max_channels)
-        pick = lambda groups: {c: [_signal(r, channels) for r in groups[c]  # noqa: E731
-                                   if set(channels) <= {n.lower() for n in r["channel_names"]}] for c in classes}
-        real_train, real_test = pick(train_by_label), pick(validation_by_label)
+        real_train = {c: _signals(train_by_label[c], channels) for c in classes}
+        real_test = {c: _signals(validation_by_label[c], channels) for c in classes}
         for guidance in guidance_scales:
             fake = {c: synthetic(c, channels, guidance) for c in classes}
             both = {c: real_train[c] + fake[c] for c in classes}

@@ -92,8 +92,6 @@ def tokenize_dataset(data_dir: str | Path, tokenizer, output_dir: str | Path, ba
         coded = {}
         with torch.no_grad():
             for name, split in prepared.items():
-                if "label" not in split.column_names:  # prepared before labels existed
-                    split = split.add_column("label", [""] * len(split))
                 if len(split) == 0:  # an empty split (no validation subject) maps to nothing: code columns all the same
                     coded[name] = datasets.Dataset.from_dict({k: [] for k in features}, features=features)
                     continue
@@ -103,7 +101,7 @@ def tokenize_dataset(data_dir: str | Path, tokenizer, output_dir: str | Path, ba
                 parts = [split] if len(files) < 2 else (datasets.Dataset.from_file(f) for f in files)
                 pieces = []
                 for index, part in enumerate(parts):
-                    if "label" not in part.column_names:
+                    if "label" not in part.column_names:  # prepared before labels existed
                         part = part.add_column("label", [""] * len(part))
                     pieces.append(part.map(
                         encode_batch, batched=True, batch_size=batch_size, features=features,

@@ -386,7 +386,7 @@ class LBMForCausalLM(LBMPreTrainedModel):
         codes = torch.arange(max(self._stream_sizes), device=hidden.device)
         index = self.stream_offsets(hidden.device)[:, None] + torch.minimum(codes, sizes[:, None] - 1)
         logits = torch.einsum("bpmd,mvd->bpmv", hidden, table[index])
-        if self.codeword_mean is not None and table is not self.token_embed.weight:
+        if self.codeword_mean is not None:  # depth-wise only: `table` is the depth head
             width = logits.shape[-1]
             logits = logits + torch.stack([F.pad(self._codeword_scores(hidden[:, :, m], m),
                                                  (0, width - self._stream_sizes[m])) for m in range(hidden.shape[2])], 2)
@@ -396,7 +396,7 @@ class LBMForCausalLM(LBMPreTrainedModel):
         """hidden [B, d] -> logits [B, V_stream] over stream `stream`'s own codes."""
         start = self._offsets[stream]
         logits = hidden @ table[start:start + self._stream_sizes[stream]].T
-        if self.codeword_mean is not None and table is not self.token_embed.weight:
+        if self.codeword_mean is not None:
             logits = logits + self._codeword_scores(hidden, stream)
         return logits
 

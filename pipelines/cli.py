@@ -255,8 +255,6 @@ def _generate(args: argparse.Namespace) -> int:
     channels = resolve_channels(args.channels, args.montage if (args.channels or args.prompt) else
                                 (args.montage or "standard_1020"))
     model = _load(LBMForCausalLM, args.model)
-    if args.condition is not None:
-        model.config.condition_id(args.condition)  # unknown names fail before the tokenizer loads
     tokenizer = _load(NeuroRVQTokenizer, args.tokenizer or model.config.tokenizer_name_or_path)
     generator = pipeline("eeg-generation", model=model, tokenizer_model=tokenizer, device=args.device)
     out = generator(args.prompt, seconds=args.seconds, channel_names=channels, temperature=args.temperature,

@@ -376,7 +376,7 @@ def prepare_dataset(
         else:
             candidates.append((path, subject))
     if not candidates:
-        raise ValueError("no recording could be prepared: " + "; ".join(f"{p}: {r}" for p, r in report.skipped))
+        raise _nothing_prepared(report)
     keys = [subject if split_by == "subject" else str(path) for path, subject in candidates]
     held_out = split_subjects(keys, validation_fraction, seed)
 
@@ -425,7 +425,7 @@ def prepare_dataset(
         shards = {name: writer.finish() for name, writer in writers.items()}
         report.windows = {name: writers[name].rows for name in names}
         if not sum(report.windows.values()):
-            raise ValueError("no recording could be prepared: " + "; ".join(f"{p}: {r}" for p, r in report.skipped))
+            raise _nothing_prepared(report)
         if not report.windows["train"]:
             raise ValueError("no training window: every recording of the training subjects was skipped ("
                              + "; ".join(f"{p}: {r}" for p, r in report.skipped) + ")")
@@ -450,6 +450,10 @@ def prepare_dataset(
                                              skipped=report.skipped, truncated=report.truncated, labels=report.labels,
                                              files=[str(p) for p in files]), indent=1))
     return report
+
+
+def _nothing_prepared(report: PrepareReport) -> ValueError:
+    return ValueError("no recording could be prepared: " + "; ".join(f"{p}: {r}" for p, r in report.skipped))
 
 
 class _ShardWriter:
