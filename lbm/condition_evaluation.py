@@ -22,7 +22,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .evaluation import BANDS, _as_signal, band_powers, item_segments
+from .evaluation import BANDS, _as_signal, band_powers, decode_generated, item_segments
+from .sampling import DEFAULT_TEMPERATURE
 
 # label pairs a state classifier is trained on, when the validation data holds both (EEGMAT; EEGMMIDB baselines)
 LABEL_SETS = (("rest", "arithmetic"), ("eyes_open", "eyes_closed"))
@@ -100,7 +101,7 @@ def _sample(model, tokenizer, channels, condition, guidance_scale, num_samples, 
     generator = torch.Generator().manual_seed(seed)
     out = model.generate(list(channels), num_patches=seconds, temperature=temperature, generator=generator,
                          batch_size=num_samples, condition=condition, guidance_scale=guidance_scale)
-    eeg = tokenizer.decode(out["codes"], list(channels), scale_codes=out["scale_codes"])
+    eeg = decode_generated(tokenizer, out, channels, generator)
     return list(eeg.cpu().numpy())
 
 
@@ -113,7 +114,7 @@ def condition_bands(synthetic: Sequence[Any], real: Sequence[Any]) -> dict[str, 
 
 @torch.no_grad()
 def condition_report(model, tokenizer, train_rows, validation_rows, num_samples: int = 16, seconds: int = 8,
-                     guidance_scales: Sequence[float] = (1.0,), temperature: float = 1.0, seed: int = 0,
+                     guidance_scales: Sequence[float] = (1.0,), temperature: float = DEFAULT_TEMPERATURE, seed: int = 0,
                      max_channels: int = 19) -> dict:
     """TSTR / TRTR / chance per label set and per-condition band differences, for each guidance scale.
 

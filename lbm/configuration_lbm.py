@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from transformers import PretrainedConfig
 
 from neurorvq.tokenizer.channels import CHANNEL_VOCABULARY
@@ -58,6 +60,10 @@ class LBMConfig(PretrainedConfig):
             unconditional. None or [] = no conditions. `train_lbm` fills it from the training labels when None.
         condition_dropout (`float`): share of training windows whose condition is replaced by the unconditional id
             (so that unconditional sampling and classifier-free guidance work).
+        stream_temperature_scales (`list[float]`, *optional*): per-stream multipliers of the sampling temperature
+            (M values, layout order): `generate(temperature=t)` samples stream m at t x scale m. A trained model's
+            own setting, chosen by measuring its samples against real EEG (like a generation config's defaults):
+            e.g. colder gain streams keep each channel's amplitude steady. None = 1 for every stream.
         layer_norm_eps (`float`): LayerNorm epsilon.
         initializer_range (`float`): std of the normal initialisation (residual projections are scaled down
             by sqrt(2 * layers), GPT-2 style).
@@ -92,6 +98,7 @@ class LBMConfig(PretrainedConfig):
         spatial_heads: int = 2,
         condition_names: list[str] | None = None,
         condition_dropout: float = 0.1,
+        stream_temperature_scales: list[float] | None = None,
         layer_norm_eps: float = 1e-5,
         initializer_range: float = 0.02,
         tokenizer_name_or_path: str | None = None,
@@ -121,6 +128,8 @@ class LBMConfig(PretrainedConfig):
         self.spatial_heads = spatial_heads
         self.condition_names = None if condition_names is None else list(condition_names)
         self.condition_dropout = condition_dropout
+        self.stream_temperature_scales = (None if stream_temperature_scales is None
+                                          else [float(v) for v in stream_temperature_scales])
         self.layer_norm_eps = layer_norm_eps
         self.initializer_range = initializer_range
         self.tokenizer_name_or_path = tokenizer_name_or_path
@@ -172,6 +181,10 @@ class LBMConfig(PretrainedConfig):
             known = ", ".join(names) if names else "none: this model was trained without conditions"
             raise ValueError(f"unknown condition {condition!r}; the model knows: {known}")
         return names.index(condition) + 1
+
+    def stream_temperatures(self, temperature: float) -> list[float]:
+        """The M per-stream sampling temperatures for `temperature`: times `stream_temperature_scales` if set."""
+        return [temperature * scale for scale in (self.stream_temperature_scales or [1.0] * self.num_streams)]
 
     @property
     def positions_per_context(self) -> int:
@@ -233,6 +246,10 @@ class LBMConfig(PretrainedConfig):
         if isinstance(self.condition_dropout, bool) or not isinstance(self.condition_dropout, (int, float)) \
                 or not 0 <= self.condition_dropout < 1:
             raise ValueError(f"LBMConfig.condition_dropout must be in [0, 1), got {self.condition_dropout!r}")
+        scales = self.stream_temperature_scales
+        if scales is not None and (len(scales) != self.num_streams or not all(math.isfinite(v) and v > 0 for v in scales)):
+            raise ValueError(f"LBMConfig.stream_temperature_scales must be {self.num_streams} finite numbers > 0 (one per "
+                             f"stream: {', '.join(self.code_layout.stream_names)}), got {scales!r}")
         if self.tokenizer_name_or_path is not None and not isinstance(self.tokenizer_name_or_path, str):
             raise ValueError(f"LBMConfig.tokenizer_name_or_path must be a string or None, "
                              f"got {self.tokenizer_name_or_path!r}")

@@ -34,6 +34,7 @@ from scipy import signal as scipy_signal
 
 from ..tokenizer.evaluation import BANDS, BLOCK_SIZE, SAMPLING_RATE, seam_ratio
 from .layout import codes_to_positions
+from .sampling import DEFAULT_TEMPERATURE
 
 JOIN_JUMP = 3.0  # a join ratio above this is a visible jump where a continuation starts
 WELCH_NPERSEG = 200  # samples: 1-s Hann windows, 1 Hz resolution at 200 Hz
@@ -571,8 +572,18 @@ def sample_eeg(model, tokenizer, channel_names: Sequence[str], seconds: int, num
     generator = torch.Generator().manual_seed(seed)
     out = model.generate(list(channel_names), num_patches=seconds, temperature=temperature, top_k=top_k, top_p=top_p,
                          generator=generator, batch_size=num_samples)
-    eeg = tokenizer.decode(out["codes"], list(channel_names), scale_codes=out["scale_codes"], normalize_phase=True)
+    eeg = decode_generated(tokenizer, out, channel_names, generator)
     return list(eeg.cpu().numpy())
+
+
+def decode_generated(tokenizer, generated: dict, channel_names: Sequence[str], generator: torch.Generator | None = None,
+                     prompt_patches: int = 0) -> torch.Tensor:
+    """LBM output (`codes`, `scale_codes`) -> EEG [B, C, A * 200] µV, decoded for realism: unit phase vectors
+    (released design), noise filling of the generated patches (mdct design with fitted levels; a real prompt's
+    first `prompt_patches` decode as themselves)."""
+    filled = torch.arange(generated["codes"].shape[-1]) >= prompt_patches
+    return tokenizer.decode(generated["codes"], list(channel_names), scale_codes=generated["scale_codes"],
+                            normalize_phase=True, noise_filling=filled, generator=generator)
 
 
 def _window_signal(row: dict) -> np.ndarray:
@@ -614,7 +625,7 @@ def prompt_specificity(model, tokenizer, rows: Sequence[dict], prompt_seconds: i
         out = model.generate(list(names), num_patches=seconds, prompt_codes=encoded.codes[..., :prompt_seconds],
                              prompt_scale_codes=encoded.scale_codes[..., :prompt_seconds], temperature=temperature,
                              top_p=top_p, generator=generator)
-        eeg = tokenizer.decode(out["codes"], list(names), scale_codes=out["scale_codes"], normalize_phase=True).numpy()
+        eeg = decode_generated(tokenizer, out, names, generator, prompt_seconds).numpy()
         prompts = [band_powers(x[:, :split]) for x in signals]
         for i, x in enumerate(eeg):
             continuation = band_powers(x[:, split:])
@@ -633,7 +644,7 @@ def prompt_specificity(model, tokenizer, rows: Sequence[dict], prompt_seconds: i
 
 def evaluate_lbm(model, tokenizer, train_codes, validation_codes, validation_rows: Sequence[dict],
                  num_samples: int = 32, seconds: int = 8, channel_names: Sequence[str] = STANDARD_1020,
-                 seed: int = 0, temperature: float = 1.0, top_p: float | None = None,
+                 seed: int = 0, temperature: float = DEFAULT_TEMPERATURE, top_p: float | None = None,
                  figure: str | Path | None = None) -> dict:
     """Validation NLL against the count models, realism of samples, and prompt specificity.
 

@@ -716,8 +716,9 @@ class LBMForCausalLM(LBMPreTrainedModel):
             num_patches: patches (seconds) to generate, > 0.
             prompt_codes: optional [B, S, K, C, A'] codes kept verbatim at the start of the output;
                 prompt_scale_codes [B, 2, C, A'] is required with it when the model has scale streams.
-            temperature, top_k, top_p: sampling controls (temperature 0 = greedy).
-            stream_temperatures: optional M temperatures, one per stream (layout order), replacing `temperature`
+            temperature, top_k, top_p: sampling controls (temperature 0 = greedy). Stream m is sampled at
+                `temperature` x `config.stream_temperature_scales[m]` (the model's own profile, if set).
+            stream_temperatures: optional M temperatures, one per stream (layout order), replacing those
                 (e.g. colder slow-band codes: see `neurorvq.lbm.sampling.band_temperatures`).
             generator: a `torch.Generator` for reproducible samples.
             use_cache: reuse the main transformer's keys/values (same samples, faster).
@@ -743,7 +744,7 @@ class LBMForCausalLM(LBMPreTrainedModel):
             raise ValueError(f"num_patches must be a positive integer, got {num_patches!r}")
         temperature, top_k, top_p = check_sampling_controls(temperature, top_k, top_p)
         if stream_temperatures is None:
-            stream_temperatures = [temperature] * self.num_streams
+            stream_temperatures = self.config.stream_temperatures(temperature)
         if len(stream_temperatures) != self.num_streams:
             raise ValueError(f"stream_temperatures must give one temperature per stream ({self.num_streams}: "
                              f"{', '.join(self.code_layout.stream_names)}), got {len(stream_temperatures)}")

@@ -10,11 +10,9 @@ import math
 import numbers
 import warnings
 
-# The pipeline's and the CLI's default. Chosen on the previous bundle (32 x 8 s samples of 19 channels against real
-# validation EEG, `neurorvq evaluate-lbm`): temperature 1.0 / 0.9 gave band powers within -2.4..+0.5 / -2.1..+0.2 dB,
-# prompt specificity 0.77 / 0.81 and a join ratio of 1.42 / 1.07 (top_p off). The current bundle at 0.9: bands within
-# -2.1..+1.3 dB, channel std 0.99 x real, inter-channel r 0.53 (real 0.52), specificity 0.79, join ratio 1.06.
-DEFAULT_TEMPERATURE = 0.9
+# The pipeline's and the CLI's default, with the bundled model's `stream_temperature_scales` (gain streams x 0.625,
+# the 30-100 Hz band's codes x 0.75) and noise-filled decoding: see the bundle's model card for the measurements.
+DEFAULT_TEMPERATURE = 0.8
 # Above this temperature the code distribution is practically uniform: samples are noise, not EEG.
 MAX_TEMPERATURE = 100.0
 # Above this, samples drift far from real EEG (band power +10 dB and more on the bundled model): warn.
@@ -94,13 +92,15 @@ __all__ = ["HIGH_TEMPERATURE", "MAX_TEMPERATURE", "check_count", "check_sampling
 
 
 def band_temperatures(lbm_config, tokenizer_config, temperature: float, slow_temperature: float) -> list[float]:
-    """Per-stream temperatures for `LBMForCausalLM.generate(stream_temperatures=...)`: `slow_temperature` for the
-    codes of an mdct tokenizer's bands below its `gain_split` (the slow waves that neighbouring electrodes share),
-    `temperature` for the gain tokens and every other code. A released-design tokenizer gets `temperature` throughout."""
+    """Per-stream temperatures for `LBMForCausalLM.generate(stream_temperatures=...)`: `slow_temperature` takes the
+    place of `temperature` for the codes of an mdct tokenizer's bands below its `gain_split` (the slow waves that
+    neighbouring electrodes share); both are multiplied by the model's `stream_temperature_scales`. A
+    released-design tokenizer has no slow bands: `temperature` throughout."""
     layout = lbm_config.code_layout
     slow = [False] * (2 if layout.has_scale_codes else 0)
     for s in range(layout.num_scales):
         is_slow = (getattr(tokenizer_config, "token_design", "released") == "mdct"
                    and tokenizer_config.band_edges[s + 1] <= tokenizer_config.gain_split)
         slow += [is_slow] * layout.num_quantizers
-    return [slow_temperature if is_slow else temperature for is_slow in slow]
+    scales = lbm_config.stream_temperature_scales or [1.0] * len(slow)
+    return [(slow_temperature if is_slow else temperature) * scale for is_slow, scale in zip(slow, scales)]

@@ -299,7 +299,7 @@ def _reconstruct(args: argparse.Namespace) -> int:
     reconstructor = pipeline("eeg-reconstruction", model=model, device=args.device)
     extra = {"channel_names": args.channel_names.split(","), "sampling_rate": args.sampling_rate} if text else {}
     out = reconstructor(args.recording, max_seconds=args.max_seconds, return_raw=True,
-                        normalize_phase=args.normalize_phase, **extra)
+                        normalize_phase=args.normalize_phase, noise_filling=args.noise_filling, **extra)
     print(f"{len(out['channel_names'])} channels x {out['original'].shape[-1] / 200:g} s: "
           f"z-scored MSE {out['zscored_mse']:.4f}, PCC {out['pcc']:.4f}")
     if args.out:
@@ -446,7 +446,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate_lbm.add_argument("--samples", type=int, default=32, help="synthetic recordings to draw (default: %(default)s)")
     evaluate_lbm.add_argument("--seconds", type=int, default=8, help="seconds per synthetic recording (default: %(default)s)")
     evaluate_lbm.add_argument("--seed", type=int, default=0, help="sampling seed (default: %(default)s)")
-    evaluate_lbm.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default: %(default)s)")
+    evaluate_lbm.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE,
+                              help="sampling temperature (default: the pipeline's, %(default)s)")
     evaluate_lbm.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass (default: off)")
     evaluate_lbm.add_argument("--output", default=None, help="write the metrics as JSON here")
     evaluate_lbm.add_argument("--figure", default=None, help="write the realism PNG here")
@@ -522,6 +523,9 @@ def build_parser() -> argparse.ArgumentParser:
     reconstruct.add_argument("--max-seconds", type=_positive_int, default=None, help="use only the first seconds")
     reconstruct.add_argument("--normalize-phase", action="store_true",
                              help="decode with unit phase vectors (realistic amplitude, higher MSE)")
+    reconstruct.add_argument("--noise-filling", action="store_true",
+                             help="mdct tokenizers: add the detail the codes did not keep as noise (real band powers, "
+                                  "higher MSE)")
     reconstruct.add_argument("--tokenizer", default="neurorvq/tokenizer-small",
                              help="tokenizer folder or bundled name (default: %(default)s)")
     reconstruct.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")

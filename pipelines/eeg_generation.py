@@ -190,7 +190,10 @@ class EEGGenerationPipeline(Pipeline):
         names = inputs["channel_names"]
         prompt_patches = 0 if inputs["prompt_codes"] is None else inputs["prompt_codes"].shape[-1]
         if self.eeg_tokenizer.is_mdct:  # lapped frames: prompt and continuation decode as one
-            pieces = [decode_codes(self.eeg_tokenizer, codes, names, scale_codes)]
+            noise = None if seed is None else torch.Generator().manual_seed(seed)
+            generated = torch.arange(codes.shape[-1]) >= prompt_patches  # noise filling: not in the real prompt
+            pieces = [decode_codes(self.eeg_tokenizer, codes, names, scale_codes, noise_filling=generated,
+                                   generator=noise)]
         else:
             pieces = []
             if prompt_patches:  # the prompt decodes on its own, exactly as its reconstruction from its codes

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from transformers import Pipeline
 
 from ._eeg import SAMPLING_RATE, decode_codes, encode_windows, load_recording, to_raw
@@ -74,20 +75,21 @@ class EEGReconstructionPipeline(_RecordingPipeline):
     """Recording -> encode -> decode. Returns `{"original": [C, T] µV (preprocessed input), "reconstruction":
     [C, T] µV, "zscored_mse": float, "pcc": float, "channel_names", "sampling_rate": 200, "codes",
     "scale_codes"}` (+ `"raw"`: the reconstruction as `mne.io.RawArray` in Volts with `return_raw=True`).
-    Call args: `channel_names`, `sampling_rate`, `max_seconds`, `return_raw`, `normalize_phase` (default False,
-    the MSE-optimal decoding the metrics are defined with)."""
+    Call args: `channel_names`, `sampling_rate`, `max_seconds`, `return_raw`, `normalize_phase` and `noise_filling`
+    (default False: the MSE-optimal decoding the metrics are defined with; True: real band powers at a higher MSE)."""
 
-    _POSTPROCESS = ("return_raw", "normalize_phase")
+    _POSTPROCESS = ("return_raw", "normalize_phase", "noise_filling")
 
     def _forward(self, inputs):
         return self._encode(inputs)
 
-    def postprocess(self, encoded, return_raw=False, normalize_phase=False):
+    def postprocess(self, encoded, return_raw=False, normalize_phase=False, noise_filling=False):
         from neurorvq.tokenizer.evaluation import pearson_correlation, zscored_mse
 
         names = encoded["channel_names"]
         reconstruction = decode_codes(self.model, encoded["codes"], names, encoded["scale_codes"],
-                                      normalize_phase=normalize_phase)[0]
+                                      normalize_phase=normalize_phase, noise_filling=noise_filling,
+                                      generator=torch.Generator().manual_seed(0))[0]
         original = encoded["eeg"]
         out = {"original": original, "reconstruction": reconstruction, "channel_names": names,
                "sampling_rate": SAMPLING_RATE, "zscored_mse": zscored_mse(original, reconstruction),

@@ -399,3 +399,24 @@ def test_stream_temperatures_replace_the_temperature_per_stream():
     temperatures = band_temperatures(lbm, tokenizer, 0.9, 0.3)
     # gain tokens, then 8 bands x 2 stages: the four bands below 8 Hz are the slow ones
     assert temperatures == [0.9, 0.9] + [0.3] * 8 + [0.9] * 8
+    # a model's own per-stream scales multiply both
+    scaled = LBMConfig.from_tokenizer_config(tokenizer, stream_temperature_scales=[0.5, 0.5] + [1.0] * 14 + [2.0] * 2)
+    assert band_temperatures(scaled, tokenizer, 0.9, 0.3) == pytest.approx([0.45, 0.45] + [0.3] * 8 + [0.9] * 6 + [1.8] * 2)
+
+
+def test_stream_temperature_scales_are_the_models_default_profile():
+    model = tiny_model("depthwise")
+    names = ["c3", "cz", "c4"]
+    scales = [0.5 + 0.1 * m for m in range(model.num_streams)]
+    explicit = model.generate(names, num_patches=2, generator=torch.Generator().manual_seed(0),
+                              stream_temperatures=[0.8 * s for s in scales])
+    model.config.stream_temperature_scales = scales
+    profiled = model.generate(names, num_patches=2, temperature=0.8, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(explicit["codes"], profiled["codes"])
+    model.config.stream_temperature_scales = None
+    plain = model.generate(names, num_patches=2, temperature=0.8, generator=torch.Generator().manual_seed(0))
+    assert not torch.equal(plain["codes"], profiled["codes"])
+    with pytest.raises(ValueError, match="stream_temperature_scales"):
+        LBMConfig(stream_temperature_scales=[1.0, 1.0])
+    with pytest.raises(ValueError, match="stream_temperature_scales"):
+        LBMConfig(num_scales=1, num_quantizers=1, stream_temperature_scales=[1.0, 0.0, 1.0])

@@ -142,3 +142,72 @@ def test_mdct_config_is_validated():
         NeuroRVQConfig(token_design="mdct", quantizer_type="standard")
     with pytest.raises(ValueError, match="token_design"):
         NeuroRVQConfig(token_design="wavelet")
+
+
+def test_noise_filling_restores_the_band_power_coarse_codes_lose(fitted, prepared):
+    from neurorvq.lbm.evaluation import band_powers
+
+    output, _ = fitted
+    model = NeuroRVQTokenizer.from_pretrained(output).eval()
+    levels = model.config.noise_filling_levels  # fitted by train_tokenizer, saved with the model
+    assert levels is not None and len(levels) == 200 and min(levels) >= 0
+    assert json.loads((output / "noise_filling.json").read_text())["frames"] > 0
+    real_db, plain_db, filled_db = [], [], []
+    for row in load_prepared(prepared, "validation"):  # unseen subjects
+        valid = int(row["valid_samples"]) // 200 * 200
+        x = torch.as_tensor(np.asarray(row["input_values"], dtype=np.float32)[:, :valid])[None]
+        names = list(row["channel_names"])
+        encoded = model.encode(x, names)
+        plain = model.decode(encoded.codes, names, scale_codes=encoded.scale_codes)
+        filled = model.decode(encoded.codes, names, scale_codes=encoded.scale_codes, noise_filling=True,
+                              generator=torch.Generator().manual_seed(0))
+        for store, signal in ((real_db, x), (plain_db, plain), (filled_db, filled)):
+            store.append(band_powers(signal[0].numpy()))
+    real_db, plain_db, filled_db = (np.concatenate(v).mean(0) for v in (real_db, plain_db, filled_db))
+    lost, restored = np.abs(plain_db - real_db), np.abs(filled_db - real_db)
+    # 16-code tiny codebooks lose much band power (several dB); the fitted noise gives most of it back (the bundled
+    # model's figures are in its model card: every band within 0.6 dB)
+    assert lost.max() > 3.0, lost
+    assert (restored[lost > 1.0] < lost[lost > 1.0]).all(), (lost, restored)
+    assert restored.sum() < lost.sum() / 2, (lost, restored)
+
+
+def test_noise_filling_is_reproducible_masked_and_off_by_default():
+    config = NeuroRVQConfig.from_json_file(str(TINY_MDCT))
+    torch.manual_seed(0)
+    model = NeuroRVQTokenizer(config).eval()
+    for quantizer in model.quantizers:
+        for stage in quantizer.stages:
+            stage.codebook.normal_()
+    x, names = 20 * torch.randn(2, 3, 800), ["c3", "cz", "c4"]
+    encoded = model.encode(x, names)
+
+    def decode(**kwargs):
+        return model.decode(encoded.codes, names, scale_codes=encoded.scale_codes, **kwargs)
+
+    plain = decode()
+    assert torch.equal(decode(noise_filling=True), plain)  # no fitted levels: nothing to add
+    model.config.noise_filling_levels = [0.5] * 200
+    assert torch.equal(decode(), plain)  # off by default: the MSE-optimal decoding
+    a = decode(noise_filling=True, generator=torch.Generator().manual_seed(1))
+    b = decode(noise_filling=True, generator=torch.Generator().manual_seed(1))
+    c = decode(noise_filling=True, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(a, b) and not torch.allclose(a, c) and not torch.allclose(a, plain)
+    assert a.var() > plain.var()
+    # a mask fills only the patches it selects: with the first patch kept, the first half second (where no later
+    # frame reaches) decodes exactly as without noise
+    only_later = decode(noise_filling=torch.arange(4) >= 1, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(only_later[..., :100], plain[..., :100]) and not torch.allclose(only_later[..., 300:], plain[..., 300:])
+    with pytest.raises(ValueError, match="noise_filling"):
+        decode(noise_filling=torch.ones(5, dtype=torch.bool))
+
+
+def test_noise_filling_levels_are_validated():
+    mdct = dict(token_design="mdct", amplitude_side_information="scale_tokens", quantizer_type="standard")
+    with pytest.raises(ValueError, match="noise_filling_levels"):
+        NeuroRVQConfig(**mdct, noise_filling_levels=[0.1] * 10)
+    with pytest.raises(ValueError, match="noise_filling_levels"):
+        NeuroRVQConfig(**mdct, noise_filling_levels=[-0.1] * 200)
+    with pytest.raises(ValueError, match="mdct design"):
+        NeuroRVQConfig(noise_filling_levels=[0.1] * 200)
+    assert NeuroRVQConfig(**mdct, noise_filling_levels=[0.1] * 200).noise_filling_levels == [0.1] * 200

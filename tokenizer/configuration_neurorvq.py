@@ -73,6 +73,11 @@ class NeuroRVQConfig(PretrainedConfig):
             patch) of a window that corrects the dequantised MDCT frames from what the other channels and
             seconds carry (0 = none: decoding is the codebook lookup alone).
         refiner_hidden_size (`int`), refiner_heads (`int`): its width and heads.
+        noise_filling_levels (`list[float]`, *optional*): `mdct` only: per MDCT coefficient (patch_size values),
+            the mean squared error that decoding leaves on it, relative to the mean decoded power of its band
+            (gain-normalised units), fitted on training EEG by `codebook_fitting.fit_noise_filling`. Coarse codes
+            keep little of the fast bands' energy; `decode(noise_filling=True)` adds Gaussian noise of these levels
+            so decoded EEG has real band powers and spectral slope (at a higher squared error). None = not fitted.
     """
 
     model_type = "neurorvq"
@@ -120,8 +125,10 @@ class NeuroRVQConfig(PretrainedConfig):
         refiner_layers: int = 0,
         refiner_hidden_size: int = 128,
         refiner_heads: int = 4,
+        noise_filling_levels: list[float] | None = None,
         **kwargs,
     ):
+        self.noise_filling_levels = None if noise_filling_levels is None else [float(v) for v in noise_filling_levels]
         self.refiner_layers = refiner_layers
         self.refiner_hidden_size = refiner_hidden_size
         self.refiner_heads = refiner_heads
@@ -215,6 +222,9 @@ class NeuroRVQConfig(PretrainedConfig):
             raise ValueError(f"NeuroRVQConfig.token_design must be one of {TOKEN_DESIGNS}, got {self.token_design!r}")
         if self.token_design == "mdct":
             self._validate_mdct()
+        elif self.noise_filling_levels is not None:
+            raise ValueError("NeuroRVQConfig.noise_filling_levels belongs to the mdct design (the released design "
+                             "restores amplitude with decode(normalize_phase=True))")
         if self.quantizer_type not in QUANTIZER_TYPES:
             raise ValueError(f"NeuroRVQConfig.quantizer_type must be one of {QUANTIZER_TYPES}, got {self.quantizer_type!r}")
         vocabulary = self.channel_vocabulary
@@ -275,6 +285,10 @@ class NeuroRVQConfig(PretrainedConfig):
                              "amplitude_side_information='scale_tokens'")
         if self.quantizer_type != "standard":
             raise ValueError("NeuroRVQConfig: the mdct design uses quantizer_type='standard'")
+        levels = self.noise_filling_levels
+        if levels is not None and (len(levels) != self.patch_size or not all(math.isfinite(v) and v >= 0 for v in levels)):
+            raise ValueError(f"NeuroRVQConfig.noise_filling_levels must be {self.patch_size} finite numbers >= 0 "
+                             f"(one per MDCT coefficient), got {len(levels)} values")
 
     def bits_per_channel_second(self, num_quantizers: int | None = None, num_channels: int = 1,
                                 num_patches: int = 1) -> float:

@@ -711,19 +711,50 @@ class NeuroRVQTokenizer(NeuroRVQPreTrainedModel):
         """codes [B, S, K', C, A] -> dequantised gain-normalised frames [B, C, A, P]."""
         return torch.cat([q.decode(codes[:, s].movedim(1, 0)) for s, q in enumerate(self.quantizers)], dim=-1)
 
+    def _refined_shapes(self, shapes: torch.Tensor, log_gains: torch.Tensor, channel_indices: torch.Tensor,
+                        token_mask: torch.Tensor | None) -> torch.Tensor:
+        """Dequantised frames [B, C, A, P] + log gains [B, C, A, 2] -> the refiner's corrected frames (the same
+        frames without a refiner)."""
+        if self.refiner is None:
+            return shapes
+        # its context: windows of at most max_patches tokens, as in training
+        batch, channels, num_patches, _ = shapes.shape
+        step = max(1, self.config.max_patches // channels)
+        mask = None if token_mask is None else token_mask.reshape(batch, channels, num_patches)
+        return torch.cat([
+            self.refiner(shapes[:, :, a:a + step], log_gains[:, :, a:a + step], channel_indices,
+                         None if mask is None else mask[:, :, a:a + step].reshape(batch, -1))
+            for a in range(0, num_patches, step)], dim=2)
+
+    def band_power(self, shapes: torch.Tensor) -> torch.Tensor:
+        """Frames [..., P] -> every coefficient's band mean power [..., P] (mean of the squares over its band)."""
+        return torch.cat([shapes[..., low:high].pow(2).mean(-1, keepdim=True).expand(*shapes.shape[:-1], high - low)
+                          for low, high in self._bands()], dim=-1)
+
+    def _fill_noise(self, shapes: torch.Tensor, where: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """Decoded frames [B, C, A, P] + Gaussian noise of variance `noise_filling_levels[k]` x the band mean
+        power of coefficient k in that frame, in the frames `where` ([B, C, A] bool) is True: the energy the codes
+        did not keep, as random detail."""
+        levels = torch.tensor(self.config.noise_filling_levels, dtype=shapes.dtype, device=shapes.device)
+        noise = torch.randn(shapes.shape, generator=generator, dtype=shapes.dtype,
+                            device="cpu" if generator is None else generator.device).to(shapes.device)
+        return shapes + (levels * self.band_power(shapes)).sqrt() * noise * where[..., None]
+
     def _synthesize(self, shapes: torch.Tensor, scale_codes: torch.Tensor, channel_indices: torch.Tensor,
-                    token_mask: torch.Tensor | None) -> torch.Tensor:
+                    token_mask: torch.Tensor | None, noise_filling: bool | torch.Tensor = False,
+                    generator: torch.Generator | None = None) -> torch.Tensor:
         """Dequantised frames [B, C, A, P] + scale codes [B, 2, C, A] -> EEG [B, C, A * P] µV: the refiner's
-        correction (if any), the gains, and the overlap-added inverse MDCT."""
+        correction (if any), noise filling (if asked and fitted), the gains, and the overlap-added inverse MDCT."""
         log_gains = torch.stack(self.dequantize_scales(scale_codes), dim=-1)  # [B, C, A, 2]
-        if self.refiner is not None:  # its context: windows of at most max_patches tokens, as in training
-            batch, channels, num_patches, _ = shapes.shape
-            step = max(1, self.config.max_patches // channels)
-            mask = None if token_mask is None else token_mask.reshape(batch, channels, num_patches)
-            shapes = torch.cat([
-                self.refiner(shapes[:, :, a:a + step], log_gains[:, :, a:a + step], channel_indices,
-                             None if mask is None else mask[:, :, a:a + step].reshape(batch, -1))
-                for a in range(0, num_patches, step)], dim=2)
+        shapes = self._refined_shapes(shapes, log_gains, channel_indices, token_mask)
+        where = torch.as_tensor(noise_filling, dtype=torch.bool, device=shapes.device)
+        if self.config.noise_filling_levels is not None and where.any():
+            try:
+                where = where.expand(shapes.shape[:-1])
+            except RuntimeError:
+                raise ValueError(f"noise_filling must be a bool or a bool mask broadcastable to [B, C, A] = "
+                                 f"{list(shapes.shape[:-1])}, got shape {list(where.shape)}") from None
+            shapes = self._fill_noise(shapes, where, generator)
         return self.transform.inverse(self._apply_gains(shapes, log_gains, divide=False))
 
     def decode_spectrum(self, codes: torch.Tensor, channel_names, patch_mask: torch.Tensor | None = None) -> NeuroRVQSpectrumOutput:
@@ -783,7 +814,9 @@ class NeuroRVQTokenizer(NeuroRVQPreTrainedModel):
     @torch.no_grad()
     def decode(self, codes: torch.Tensor, channel_names, log_amplitude_mean: torch.Tensor | None = None,
                log_amplitude_std: torch.Tensor | None = None, scale_codes: torch.LongTensor | None = None,
-               patch_mask: torch.Tensor | None = None, normalize_phase: bool = False) -> torch.Tensor:
+               patch_mask: torch.Tensor | None = None, normalize_phase: bool = False,
+               noise_filling: bool | torch.Tensor = False,
+               generator: torch.Generator | None = None) -> torch.Tensor:
         """Codes back to EEG.
 
         Args:
@@ -798,6 +831,13 @@ class NeuroRVQTokenizer(NeuroRVQPreTrainedModel):
                 default (as released) minimises the reconstruction MSE but shrinks the amplitude of uncertain
                 frequencies; `True` restores realistic amplitude (for generation) at a higher MSE. The mdct design
                 has no phase head: it decodes real amplitude either way and ignores this flag.
+            noise_filling: mdct design with fitted `config.noise_filling_levels`: add random detail of the energy the
+                codes did not keep (fast bands lose 15-45% of their power to coarse codes), so that band powers and
+                the spectral slope are those of real EEG; for generation, at about twice the squared error of the
+                default. A bool mask broadcastable to [B, C, A] fills only the patches where it is True (e.g. a
+                continuation, not its real prompt). A tokenizer without fitted levels (and the released design)
+                ignores it.
+            generator: the random generator of the noise (reproducible decoding), else the global one.
 
         Returns:
             EEG [B, C, A * patch_size] in microvolts.
@@ -810,7 +850,8 @@ class NeuroRVQTokenizer(NeuroRVQPreTrainedModel):
             channel_indices = self.channel_indices(channel_names, batch, channels)
             scale_codes = self._check_scale_codes(scale_codes, batch, channels, num_patches)
             token_mask = None if patch_mask is None else patch_mask.to(self.device).bool().reshape(batch, -1)
-            return self._synthesize(self._band_shapes(codes.to(self.device)), scale_codes, channel_indices, token_mask)
+            return self._synthesize(self._band_shapes(codes.to(self.device)), scale_codes, channel_indices, token_mask,
+                                    noise_filling, generator)
         mean, std = self._token_statistics(batch, channels, num_patches, log_amplitude_mean, log_amplitude_std,
                                            scale_codes)
         spectrum = self._decode_spectrum(codes, channel_names, patch_mask)  # codes checked above

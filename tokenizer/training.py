@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 
 
@@ -419,6 +420,7 @@ def train_tokenizer(config, data_dir: str | Path, args: TrainingArguments, init_
                 {"vectors": len(vectors), "num_iters": model.config.kmeans_iters,
                  "residual_mse_per_band_and_stage": errors}, indent=1))
         if not any(p.requires_grad for p in model.parameters()):  # no learned decoder: nothing to train
+            _fit_noise_filling(model, train_set, args)
             model.save_pretrained(args.output_dir)
             _save_feature_extractor(model.config, args.output_dir)
             return model, TrainerState()
@@ -433,8 +435,28 @@ def train_tokenizer(config, data_dir: str | Path, args: TrainingArguments, init_
     tokens = lambda batch: int(batch["input_values"].shape[0] * batch["input_values"].shape[1]  # noqa: E731
                                * batch["input_values"].shape[2] // model.config.patch_size)
     state = train(model, loader, args, tokenizer_step, tokenizer_metrics, eval_fn, tokens)
+    if model.config.token_design == "mdct":  # the levels depend on the trained refiner: fitted last
+        _fit_noise_filling(model, train_set, args)
+        model.save_pretrained(args.output_dir)
     _save_feature_extractor(model.config, args.output_dir)
     return model, state
+
+
+NOISE_FILLING_WINDOWS = 256  # training windows the noise-filling levels are fitted on (seeded draw)
+
+
+def _fit_noise_filling(model, train_set, args) -> None:
+    """Fit an mdct model's `noise_filling_levels` on training windows; the summary goes to noise_filling.json."""
+    from .codebook_fitting import fit_noise_filling
+
+    rows = np.random.default_rng(args.seed).permutation(len(train_set))[:NOISE_FILLING_WINDOWS]
+    windows = ((row["input_values"], row["valid_samples"], row["channel_names"])
+               for row in (train_set[int(i)] for i in rows))
+    was_training = model.training
+    summary = fit_noise_filling(model.eval(), windows)
+    model.train(was_training)
+    Path(args.output_dir).mkdir(parents=True, exist_ok=True)
+    (Path(args.output_dir) / "noise_filling.json").write_text(json.dumps(summary, indent=1))
 
 
 def _save_feature_extractor(config, output_dir) -> None:
