@@ -1,23 +1,32 @@
-"""Sampling speed of the LBM on this machine: positions/s and real-time factor, both layouts, with/without KV cache.
+"""Sampling speed and memory of the LBM on this machine.
 
-    python benchmarks/lbm_generation_speed.py [--seconds 4] [--model-dir DIR ...]
+    python benchmarks/lbm_generation_speed.py [--pipeline-seconds 30] [--memory-seconds 60 600]
+                                              [--layouts] [--seconds 4] [--model-dir DIR ...]
 
-A position is one channel x one second of EEG (all its S x K codes and scale tokens). The real-time factor is
-seconds of 19-channel EEG generated per second of wall time (> 1: faster than real time). Uses the small configs
-(random weights: speed does not depend on the values) unless trained model folders are given.
+1. `pipeline("eeg-generation")` with the bundled models, 19-channel 10-20, `--pipeline-seconds` of EEG (model load and a
+   one-second warm-up excluded): one sample, `num_samples=8`, and a condition with guidance 2. The real-time factor is
+   seconds of EEG per second of wall time (> 1: faster than real time).
+2. Long generations in bounded memory: for each of `--memory-seconds`, one pipeline call in a fresh process; its peak
+   resident memory (`ru_maxrss`) and wall time. The context window slides, so memory should not grow with length.
+3. `--layouts`: positions/s of both layouts with and without the KV cache (small configs with random weights: speed
+   does not depend on the values, unless `--model-dir` folders are given). A position is one channel x one second.
+
+Time nothing else on the machine meanwhile.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import torch
 
-from neurorvq.lbm.evaluation import STANDARD_1020
 from neurorvq.lbm import LBMConfig, LBMForCausalLM
+from neurorvq.lbm.evaluation import STANDARD_1020
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "lbm"
 MONTAGE = STANDARD_1020  # 19-channel 10-20
@@ -33,30 +42,90 @@ def measure(model: LBMForCausalLM, seconds: int, use_cache: bool) -> dict:
     return {"positions_per_second": positions / wall, "real_time_factor": seconds / wall, "wall_seconds": wall}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=int, default=4, help="seconds of EEG per timed generation")
-    parser.add_argument("--uncached-seconds", type=int, default=2, help="seconds for the (slow) uncached runs")
-    parser.add_argument("--model-dir", nargs="*", default=None, help="trained LBM folders (default: small configs)")
-    args = parser.parse_args()
+def pipeline_speed(seconds: int) -> list[dict]:
+    import neurorvq.pipelines  # noqa: F401  registers the tasks
+    from transformers import pipeline
+
+    generator = pipeline("eeg-generation", device="cpu")
+    generator(seconds=1, montage="standard_1020", seed=0)  # warm-up
+    rows = []
+    print(f"\n`pipeline(\"eeg-generation\")`, bundled models, {seconds} s x 19 channels, {torch.get_num_threads()} threads")
+    print("| call | wall (s) | real-time factor (EEG s / wall s) | cost vs one sample |\n|---|---|---|---|")
+    for name, kwargs in (("one sample", {}), ("num_samples=8", {"num_samples": 8}),
+                         ("condition='rest', guidance_scale=2", {"condition": "rest", "guidance_scale": 2.0})):
+        start = time.perf_counter()
+        generator(seconds=seconds, montage="standard_1020", seed=0, **kwargs)
+        wall = time.perf_counter() - start
+        rows.append({"call": name, "wall_seconds": wall, "real_time_factor": seconds / wall})
+        print(f"| {name} | {wall:.2f} | {seconds / wall:.2f} | {wall / rows[0]['wall_seconds']:.2f}x |", flush=True)
+    return rows
+
+
+LONG_RUN = """
+import json, resource, sys, time
+import neurorvq.pipelines
+from transformers import pipeline
+generator = pipeline("eeg-generation", device="cpu")
+start = time.perf_counter()
+out = generator(seconds=int(sys.argv[1]), montage="standard_1020", seed=0, progress=True)
+wall = time.perf_counter() - start
+print(json.dumps({"seconds": int(sys.argv[1]), "wall_seconds": wall, "samples": int(out["eeg"].shape[-1]),
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def long_generation_memory(lengths: list[int]) -> list[dict]:
+    rows = []
+    print("\nLong generations (one fresh process each; peak resident memory includes the imported libraries)")
+    print("| EEG seconds | wall (s) | real-time factor | peak RSS (MB) |\n|---|---|---|---|")
+    for seconds in lengths:
+        done = subprocess.run([sys.executable, "-c", LONG_RUN, str(seconds)], capture_output=True, text=True, check=True)
+        row = json.loads(done.stdout.strip().splitlines()[-1])
+        rows.append(row)
+        print(f"| {seconds} | {row['wall_seconds']:.1f} | {seconds / row['wall_seconds']:.2f} | {row['peak_rss_mb']:.0f} |",
+              flush=True)
+    return rows
+
+
+def layouts(seconds: int, uncached_seconds: int, model_dirs: list[str] | None) -> list[dict]:
     torch.manual_seed(0)
-    if args.model_dir:
-        models = {Path(d).name: LBMForCausalLM.from_pretrained(d) for d in args.model_dir}
+    if model_dirs:
+        models = {Path(d).name: LBMForCausalLM.from_pretrained(d) for d in model_dirs}
     else:
         models = {name: LBMForCausalLM(LBMConfig.from_json_file(str(CONFIGS / f"{name}.json")))
                   for name in ("small-depthwise", "small-flattened")}
     rows = []
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, 19-channel 10-20 montage")
+    print(f"\n{torch.get_num_threads()} threads, 19-channel 10-20 montage")
     print("| model | layout | cache | positions/s | real-time factor |\n|---|---|---|---|---|")
     for name, model in models.items():
         model.eval()
         for use_cache in (True, False):
-            seconds = args.seconds if use_cache else args.uncached_seconds
-            result = measure(model, seconds, use_cache)
+            result = measure(model, seconds if use_cache else uncached_seconds, use_cache)
             rows.append({"model": name, "layout": model.config.layout, "cache": use_cache, **result})
             print(f"| {name} | {model.config.layout} | {'yes' if use_cache else 'no'} | "
-                  f"{result['positions_per_second']:.1f} | {result['real_time_factor']:.3f} |")
-    print(json.dumps(rows))
+                  f"{result['positions_per_second']:.1f} | {result['real_time_factor']:.3f} |", flush=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pipeline-seconds", type=int, default=30, help="EEG seconds per timed pipeline call (0: skip)")
+    parser.add_argument("--memory-seconds", type=int, nargs="*", default=[60, 600],
+                        help="lengths of the long generations (none: skip)")
+    parser.add_argument("--layouts", action="store_true", help="also time both layouts, with and without the cache")
+    parser.add_argument("--seconds", type=int, default=4, help="--layouts: seconds of EEG per timed generation")
+    parser.add_argument("--uncached-seconds", type=int, default=2, help="--layouts: seconds for the uncached runs")
+    parser.add_argument("--model-dir", nargs="*", default=None, help="--layouts: trained LBM folders")
+    args = parser.parse_args()
+    results = {"torch": torch.__version__, "threads": torch.get_num_threads()}
+    with torch.no_grad():
+        if args.pipeline_seconds:
+            results["pipeline"] = pipeline_speed(args.pipeline_seconds)
+        if args.memory_seconds:
+            results["long_generations"] = long_generation_memory(args.memory_seconds)
+        if args.layouts:
+            results["layouts"] = layouts(args.seconds, args.uncached_seconds, args.model_dir)
+    print(json.dumps(results))
 
 
 if __name__ == "__main__":

@@ -144,7 +144,8 @@ class LBMAttention(nn.Module):
 
         Query i (absolute step L + i) attends keys 0..L + i.
         """
-        q, k, v = rearrange(self.qkv(x), "b t (three h d) -> three b h t d", three=3, h=self.num_heads)
+        # plain views, not einops: generation calls this 40 times per position, where parsing a pattern shows
+        q, k, v = self.qkv(x).unflatten(-1, (3, self.num_heads, -1)).permute(2, 0, 3, 1, 4)  # 3 x [B, H, T, Dh]
         if past is not None:
             k, v = torch.cat((past[0], k), dim=2), torch.cat((past[1], v), dim=2)
         steps, total = x.shape[1], k.shape[2]
@@ -155,7 +156,7 @@ class LBMAttention(nn.Module):
             mask = torch.ones(steps, total, dtype=torch.bool, device=x.device).tril(diagonal=total - steps)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
                                            dropout_p=self.dropout if self.training else 0.0)
-        return self.proj(rearrange(y, "b h t d -> b t (h d)")), (k, v)
+        return self.proj(y.transpose(1, 2).flatten(2)), (k, v)
 
 
 class LBMMLP(nn.Module):
@@ -834,10 +835,16 @@ class LBMForCausalLM(LBMPreTrainedModel):
                     second = slice(q - q % num_channels, q + 1)
                     spatial = self._spatial_inputs(tokens[:, second], channel_ids[:, second], time_ids[:, second])[:, -1:]
                     neighbour_inputs = spatial if neighbour_inputs is None else neighbour_inputs + spatial
-                for stream in range(m):  # depth transformer, re-run over the codes sampled so far
-                    depth = self._depth(hidden, tokens[:, q:q + 1, :stream], neighbour_inputs)[:, 0, -1]
-                    code = sample(self._one_stream_logits(depth, self.depth_embed.weight, stream), stream)
+                # depth transformer, one stream at a time with its own key/value cache: input i as in `_depth`
+                projected, depth_past = self.depth_in(hidden[:, 0]), None  # [B, d]
+                extra = self.depth_position if neighbour_inputs is None else self.depth_position + neighbour_inputs[:, 0]
+                step = projected + extra[..., 0, :]
+                for stream in range(m):
+                    depth, depth_past = self.depth_transformer(step[:, None], depth_past)
+                    code = sample(self._one_stream_logits(depth[:, 0], self.depth_embed.weight, stream), stream)
                     tokens[:, q, stream] = code + self._offsets[stream]
+                    if stream + 1 < m:
+                        step = projected + self.depth_embed(tokens[:, q, stream]) + extra[..., stream + 1, :]
                 if use_cache:
                     cache = LBMCache(kv, tokens[:, q])
 

@@ -258,7 +258,8 @@ def _generate(args: argparse.Namespace) -> int:
     tokenizer = _load(NeuroRVQTokenizer, args.tokenizer or model.config.tokenizer_name_or_path)
     generator = pipeline("eeg-generation", model=model, tokenizer_model=tokenizer, device=args.device)
     out = generator(args.prompt, seconds=args.seconds, channel_names=channels, temperature=args.temperature,
-                    slow_temperature=args.slow_temperature, condition=args.condition,
+                    slow_temperature=args.slow_temperature, stream_temperatures=args.stream_temperatures,
+                    condition=args.condition,
                     guidance_scale=args.guidance_scale,
                     top_k=args.top_k, top_p=args.top_p, seed=args.seed, prompt_seconds=args.prompt_seconds,
                     return_raw=True, progress=True)
@@ -488,6 +489,9 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--slow-temperature", type=float, default=None,
                           help="temperature of the slow-band codes (< 8 Hz) only: lower values make channels share "
                                "more slow waveform at some cost in theta power (default: same as --temperature)")
+    generate.add_argument("--stream-temperatures", type=lambda text: [float(v) for v in text.split(",")], default=None,
+                          help="one temperature per code stream, comma-separated (18 for the bundled model), replacing "
+                               "--temperature and the model's per-stream profile, e.g. 0.9 for all: more diverse samples")
     generate.add_argument("--condition", default=None,
                           help="brain state to generate, one the model knows (see its model card; the bundled model: "
                                "rest, arithmetic, eyes_open, eyes_closed); default: unconditional")

@@ -49,7 +49,8 @@ from ._eeg import (
 
 _PREPROCESS = ("seconds", "num_patches", "channel_names", "montage", "num_samples", "prompt_channel_names",
                "prompt_sampling_rate", "prompt_seconds")
-_FORWARD = ("temperature", "slow_temperature", "top_k", "top_p", "seed", "progress", "condition", "guidance_scale")
+_FORWARD = ("temperature", "slow_temperature", "stream_temperatures", "top_k", "top_p", "seed", "progress", "condition",
+            "guidance_scale")
 _POSTPROCESS = ("return_raw",)
 
 
@@ -77,7 +78,12 @@ class EEGGenerationPipeline(Pipeline):
         seconds / num_patches: seconds (= patches) to generate after the prompt (default 10), integer > 0.
         channel_names / montage: channels to generate (list or comma-separated names, or `"standard_1020"`);
             default: the prompt's channels, else standard_1020. With a prompt they select prompt channels.
-        temperature (default `DEFAULT_TEMPERATURE` = 0.9), top_k, top_p: sampling controls.
+        temperature (default `DEFAULT_TEMPERATURE` = 0.8), top_k, top_p: sampling controls. Stream m is sampled at
+            temperature x `model.config.stream_temperature_scales[m]` when the model has that profile (the bundled
+            one: colder gain tokens and 30-100 Hz codes, chosen for realism; see its model card).
+        stream_temperatures: optional M temperatures, one per code stream (`model.code_layout.stream_names`),
+            replacing `temperature`, `slow_temperature` and the model's profile (e.g. `[0.9] * 18`: more diverse
+            samples, as for training a classifier on synthetic EEG).
         slow_temperature: optional temperature of the codes of an mdct tokenizer's slow bands (< 8 Hz for the
             bundled one; the rest keep `temperature`). Colder slow bands give channels more of the shared slow
             waveform, at a cost in theta power and seams (measured on the previous bundle: mean |inter-channel r| 0.15
@@ -117,6 +123,14 @@ class EEGGenerationPipeline(Pipeline):
         for name in ("temperature", "slow_temperature"):
             if kwargs.get(name) is not None:
                 kwargs[name] = check_temperature(kwargs[name])
+        if kwargs.get("stream_temperatures") is not None:
+            streams = list(kwargs["stream_temperatures"])
+            if len(streams) != self.model.num_streams:
+                raise ValueError(f"stream_temperatures must give one temperature per stream ({self.model.num_streams}: "
+                                 f"{', '.join(self.model.code_layout.stream_names)}), got {len(streams)}")
+            if kwargs.get("slow_temperature") is not None:
+                raise ValueError("give stream_temperatures or slow_temperature, not both")
+            kwargs["stream_temperatures"] = [check_temperature(t) for t in streams]
         for name, check in (("top_k", check_top_k), ("top_p", check_top_p), ("seed", check_seed)):
             if name in kwargs:
                 kwargs[name] = check(kwargs[name])
@@ -177,9 +191,9 @@ class EEGGenerationPipeline(Pipeline):
                       prompt_scale_codes=encoded["scale_codes"])
         return inputs
 
-    def _forward(self, inputs, temperature=DEFAULT_TEMPERATURE, slow_temperature=None, top_k=None, top_p=None,
-                 seed=None, progress=False, condition=None, guidance_scale=1.0):
-        streams = None
+    def _forward(self, inputs, temperature=DEFAULT_TEMPERATURE, slow_temperature=None, stream_temperatures=None,
+                 top_k=None, top_p=None, seed=None, progress=False, condition=None, guidance_scale=1.0):
+        streams = stream_temperatures
         if slow_temperature is not None:
             streams = band_temperatures(self.model.config, self.eeg_tokenizer.config, temperature, slow_temperature)
         codes, scale_codes = generate_codes(self.model, inputs["channel_names"], inputs["num_patches"],

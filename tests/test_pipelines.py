@@ -134,3 +134,18 @@ def test_cli_bad_arguments_exit_2(argv, tmp_path, monkeypatch):
     with pytest.raises(SystemExit) as info:
         raise SystemExit(main(argv))
     assert info.value.code == 2
+
+
+def test_stream_temperatures_replace_the_models_profile(generator):
+    model = generator.model
+    assert model.config.stream_temperature_scales is not None  # the bundle's own profile
+    profiled = generator(seconds=1, channel_names=["c3", "c4"], seed=5, temperature=0.8)
+    explicit = generator(seconds=1, channel_names=["c3", "c4"], seed=5,
+                         stream_temperatures=model.config.stream_temperatures(0.8))
+    np.testing.assert_array_equal(profiled["eeg"], explicit["eeg"])
+    flat = generator(seconds=1, channel_names=["c3", "c4"], seed=5, stream_temperatures=[0.8] * model.num_streams)
+    assert not np.allclose(flat["eeg"], profiled["eeg"])
+    with pytest.raises(ValueError, match="one temperature per stream"):
+        generator(seconds=1, channel_names=["c3"], stream_temperatures=[0.8, 0.8])
+    with pytest.raises(ValueError, match="not both"):
+        generator(seconds=1, channel_names=["c3"], stream_temperatures=[0.8] * model.num_streams, slow_temperature=0.5)
