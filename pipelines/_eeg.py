@@ -132,11 +132,10 @@ def encode_windows(tokenizer, windows: dict, batch_size: int = 8) -> dict:
 
 @torch.no_grad()
 def decode_codes(tokenizer, codes: torch.Tensor, channel_names: Sequence[str], scale_codes: torch.Tensor | None = None,
-                 normalize_phase: bool = True, noise_filling: bool | torch.Tensor = False,
-                 generator: torch.Generator | None = None) -> np.ndarray:
+                 normalize_phase: bool = True, noise_filling: bool = False) -> np.ndarray:
     """Codes [B, S, K, C, A] (+ scale codes [B, 2, C, A]) -> EEG [B, C, A*200] µV, decoded in consecutive
     windows of `patches_per_window` patches (the tokenizer's context), starting at patch 0. `normalize_phase`,
-    `noise_filling`, `generator`: see `NeuroRVQTokenizer.decode`."""
+    `noise_filling`: see `NeuroRVQTokenizer.decode` (the noise is seeded: a reconstruction is reproducible)."""
     a_total, c = codes.shape[-1], codes.shape[-2]
     # lapped frames decode in one call (the tokenizer windows its refiner itself): no seams between windows
     step = a_total if tokenizer.is_mdct else patches_per_window(tokenizer, c)
@@ -146,7 +145,7 @@ def decode_codes(tokenizer, codes: torch.Tensor, channel_names: Sequence[str], s
         sc = None if scale_codes is None else scale_codes[..., part]
         pieces.append(tokenizer.decode(codes[..., part], list(channel_names), scale_codes=sc,
                                        normalize_phase=normalize_phase, noise_filling=noise_filling,
-                                       generator=generator).cpu())
+                                       generator=torch.Generator().manual_seed(start)).cpu())
     return torch.cat(pieces, dim=-1).numpy()
 
 

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from transformers import Pipeline
 
+from neurorvq.lbm.evaluation import decode_generated
 from neurorvq.lbm.sampling import (
     DEFAULT_TEMPERATURE,
     band_temperatures,
@@ -203,11 +204,10 @@ class EEGGenerationPipeline(Pipeline):
                                             guidance_scale=guidance_scale)
         names = inputs["channel_names"]
         prompt_patches = 0 if inputs["prompt_codes"] is None else inputs["prompt_codes"].shape[-1]
-        if self.eeg_tokenizer.is_mdct:  # lapped frames: prompt and continuation decode as one
+        if self.eeg_tokenizer.is_mdct:  # lapped frames: prompt and continuation decode as one, noise-filled after it
             noise = None if seed is None else torch.Generator().manual_seed(seed)
-            generated = torch.arange(codes.shape[-1]) >= prompt_patches  # noise filling: not in the real prompt
-            pieces = [decode_codes(self.eeg_tokenizer, codes, names, scale_codes, noise_filling=generated,
-                                   generator=noise)]
+            pieces = [decode_generated(self.eeg_tokenizer, {"codes": codes, "scale_codes": scale_codes}, names, noise,
+                                       prompt_patches).cpu().numpy()]
         else:
             pieces = []
             if prompt_patches:  # the prompt decodes on its own, exactly as its reconstruction from its codes

@@ -111,13 +111,18 @@ def test_unseen_subject_decodes_with_real_amplitude_and_no_seams(fitted, prepare
         assert full < 0.8  # 16-code tiny codebooks: far from perfect, far from unrelated (2.0)
 
 
-def test_encode_and_forward_give_the_same_codes_and_an_untrained_refiner_changes_nothing():
-    config = NeuroRVQConfig.from_json_file(str(TINY_MDCT))
+def random_codebook_model() -> NeuroRVQTokenizer:
+    """The tiny mdct config with random (normal) codebooks and an untrained refiner, seeded."""
     torch.manual_seed(0)
-    model = NeuroRVQTokenizer(config).eval()
+    model = NeuroRVQTokenizer(NeuroRVQConfig.from_json_file(str(TINY_MDCT))).eval()
     for quantizer in model.quantizers:
         for stage in quantizer.stages:
             stage.codebook.normal_()
+    return model
+
+
+def test_encode_and_forward_give_the_same_codes_and_an_untrained_refiner_changes_nothing():
+    model = random_codebook_model()
     x, names = 20 * torch.randn(2, 3, 600), ["c3", "cz", "c4"]
     encoded = model.encode(x, names)
     assert torch.equal(model(x, names).codes, encoded.codes)
@@ -173,12 +178,7 @@ def test_noise_filling_restores_the_band_power_coarse_codes_lose(fitted, prepare
 
 
 def test_noise_filling_is_reproducible_masked_and_off_by_default():
-    config = NeuroRVQConfig.from_json_file(str(TINY_MDCT))
-    torch.manual_seed(0)
-    model = NeuroRVQTokenizer(config).eval()
-    for quantizer in model.quantizers:
-        for stage in quantizer.stages:
-            stage.codebook.normal_()
+    model = random_codebook_model()
     x, names = 20 * torch.randn(2, 3, 800), ["c3", "cz", "c4"]
     encoded = model.encode(x, names)
 

@@ -77,10 +77,16 @@ def test_prompt_continuation_keeps_the_prompt(generator, recording):
 
 
 def test_reconstruction_pipeline(recording):
-    rec = pipeline("eeg-reconstruction", model=NeuroRVQTokenizer.from_pretrained("neurorvq/tokenizer-small"),
-                   device="cpu")(recording, max_seconds=5)
+    reconstructor = pipeline("eeg-reconstruction", model=NeuroRVQTokenizer.from_pretrained("neurorvq/tokenizer-small"),
+                             device="cpu")
+    rec = reconstructor(recording, max_seconds=5)
     assert rec["original"].shape == rec["reconstruction"].shape == (19, 1000)
     assert rec["zscored_mse"] < 1.0 and rec["pcc"] > 0.5
+    # noise filling: the energy the codes lost comes back as (seeded) detail, at a higher squared error
+    filled = [reconstructor(recording, max_seconds=5, noise_filling=True) for _ in range(2)]
+    np.testing.assert_array_equal(filled[0]["reconstruction"], filled[1]["reconstruction"])
+    assert rec["zscored_mse"] < filled[0]["zscored_mse"] < 2 * rec["zscored_mse"] + 0.05
+    assert filled[0]["reconstruction"].std() > rec["reconstruction"].std()
 
 
 @pytest.mark.parametrize("kwargs", [{"montage": "nope"}, {"seconds": 0}, {"seconds": -3},
@@ -116,6 +122,12 @@ def test_cli_generate_writes_edf_and_png(tmp_path):
     fif = tmp_path / "synth_raw.fif"
     assert main(["generate", "--seconds", "1", "--channels", "c3,c4", "--out", str(fif)]) == 0
     assert mne.io.read_raw_fif(fif, verbose=False).ch_names == ["C3", "C4"]
+    flat = tmp_path / "flat.edf"
+    assert main(["generate", "--seconds", "1", "--channels", "c3,c4", "--out", str(flat), "--stream-temperatures",
+                 ",".join(["0.9"] * 18)]) == 0
+    # one temperature per stream, or exit code 2 with a line that says so
+    assert main(["generate", "--seconds", "1", "--out", str(tmp_path / "bad.edf"), "--stream-temperatures", "0.9,0.9"]) == 2
+    assert not (tmp_path / "bad.edf").exists()
 
 
 def test_cli_reconstruct(tmp_path, recording):
@@ -123,6 +135,8 @@ def test_cli_reconstruct(tmp_path, recording):
     assert main(["reconstruct", recording, "--out", str(out), "--max-seconds", "3", "--plot",
                  str(tmp_path / "r.png")]) == 0
     assert out.is_file() and (tmp_path / "r.png").is_file()
+    assert main(["reconstruct", recording, "--out", str(tmp_path / "filled.edf"), "--max-seconds", "3",
+                 "--noise-filling"]) == 0
 
 
 @pytest.mark.parametrize("argv", [["generate", "--seconds", "0", "--out", "x.edf"],

@@ -726,7 +726,7 @@ class NeuroRVQTokenizer(NeuroRVQPreTrainedModel):
                          None if mask is None else mask[:, :, a:a + step].reshape(batch, -1))
             for a in range(0, num_patches, step)], dim=2)
 
-    def band_power(self, shapes: torch.Tensor) -> torch.Tensor:
+    def _band_power(self, shapes: torch.Tensor) -> torch.Tensor:
         """Frames [..., P] -> every coefficient's band mean power [..., P] (mean of the squares over its band)."""
         return torch.cat([shapes[..., low:high].pow(2).mean(-1, keepdim=True).expand(*shapes.shape[:-1], high - low)
                           for low, high in self._bands()], dim=-1)
@@ -738,7 +738,7 @@ class NeuroRVQTokenizer(NeuroRVQPreTrainedModel):
         levels = torch.tensor(self.config.noise_filling_levels, dtype=shapes.dtype, device=shapes.device)
         noise = torch.randn(shapes.shape, generator=generator, dtype=shapes.dtype,
                             device="cpu" if generator is None else generator.device).to(shapes.device)
-        return shapes + (levels * self.band_power(shapes)).sqrt() * noise * where[..., None]
+        return shapes + (levels * self._band_power(shapes)).sqrt() * noise * where[..., None]
 
     def _synthesize(self, shapes: torch.Tensor, scale_codes: torch.Tensor, channel_indices: torch.Tensor,
                     token_mask: torch.Tensor | None, noise_filling: bool | torch.Tensor = False,
@@ -832,7 +832,7 @@ class NeuroRVQTokenizer(NeuroRVQPreTrainedModel):
                 frequencies; `True` restores realistic amplitude (for generation) at a higher MSE. The mdct design
                 has no phase head: it decodes real amplitude either way and ignores this flag.
             noise_filling: mdct design with fitted `config.noise_filling_levels`: add random detail of the energy the
-                codes did not keep (fast bands lose 15-45% of their power to coarse codes), so that band powers and
+                codes did not keep (the bundled model's fast bands lose 12-42% of their power to coarse codes), so that band powers and
                 the spectral slope are those of real EEG; for generation, at about twice the squared error of the
                 default. A bool mask broadcastable to [B, C, A] fills only the patches where it is True (e.g. a
                 continuation, not its real prompt). A tokenizer without fitted levels (and the released design)
