@@ -8,7 +8,7 @@
 set -euo pipefail
 DATA=${DATA:-../shared/data/eeg}
 WORK=${WORK:-runs/tokenizer-small}
-STEPS=${STEPS:-600}
+STEPS=${STEPS:-1000}
 neurorvq prepare "$DATA" --output "$WORK/data" --on-error skip
 neurorvq train-tokenizer --config configs/tokenizer/small-codebooks.json --data "$WORK/data" --output "$WORK/codebooks"
 neurorvq train-tokenizer --config configs/tokenizer/small.json --init-from "$WORK/codebooks" --data "$WORK/data" \

@@ -211,3 +211,22 @@ def test_noise_filling_levels_are_validated():
     with pytest.raises(ValueError, match="mdct design"):
         NeuroRVQConfig(noise_filling_levels=[0.1] * 200)
     assert NeuroRVQConfig(**mdct, noise_filling_levels=[0.1] * 200).noise_filling_levels == [0.1] * 200
+
+
+def test_difference_loss_is_the_step_error_of_real_samples_and_weighted_into_the_loss():
+    model = random_codebook_model()
+    x, names = 20 * torch.randn(2, 3, 800), ["c3", "cz", "c4"]
+    out = model(x, names)
+    steps = torch.diff(out.zscored_reconstruction - out.zscored_input, dim=-1)
+    assert torch.allclose(out.difference_loss, steps.pow(2).mean())
+    assert torch.equal(out.loss, out.time_loss)  # weight 0 (the default): the loss as before
+    model.config.difference_loss_weight = 3.0
+    weighted = model(x, names)
+    assert torch.allclose(weighted.loss, weighted.time_loss + 3.0 * weighted.difference_loss)
+    # a padded last second: only steps between two real samples count
+    mask = torch.ones(2, 3, 800)
+    mask[1, :, 600:] = 0
+    padded = model(x, names, padding_mask=mask)
+    steps = torch.diff(padded.zscored_reconstruction - padded.zscored_input, dim=-1)
+    real = (mask[..., 1:] * mask[..., :-1]).bool()
+    assert torch.allclose(padded.difference_loss, steps[real].pow(2).mean())

@@ -60,6 +60,10 @@ class NeuroRVQConfig(PretrainedConfig):
         commitment_weight (`float`), codebook_weight (`float`): per-stage quantizer loss weights.
         quantizer_loss_weight, amplitude_loss_weight, phase_loss_weight, time_loss_weight (`float`):
             weights of the four loss terms.
+        difference_loss_weight (`float`): `mdct` only: weight of the squared error of the sample-to-sample steps of
+            the z-scored reconstruction (0 = off). It weights errors by frequency, high ones most; a lapped
+            transform leaves the aliasing of coarse codes folded at the patch edges as high-frequency error, so this
+            term trains the refiner against seams.
         phase_norm_weight (`float`): weight of the (sin^2 + cos^2 - 1)^2 penalty in the phase loss.
         layer_norm_eps (`float`), qk_norm_eps (`float`): LayerNorm epsilons (blocks/heads, per-head q/k).
         initializer_range (`float`): std of the truncated-normal initialisation.
@@ -115,6 +119,7 @@ class NeuroRVQConfig(PretrainedConfig):
         amplitude_loss_weight: float = 1.0,
         phase_loss_weight: float = 1.0,
         time_loss_weight: float = 1.0,
+        difference_loss_weight: float = 0.0,
         phase_norm_weight: float = 0.1,
         layer_norm_eps: float = 1e-5,
         qk_norm_eps: float = 1e-6,
@@ -166,6 +171,7 @@ class NeuroRVQConfig(PretrainedConfig):
         self.amplitude_loss_weight = amplitude_loss_weight
         self.phase_loss_weight = phase_loss_weight
         self.time_loss_weight = time_loss_weight
+        self.difference_loss_weight = difference_loss_weight
         self.phase_norm_weight = phase_norm_weight
         self.layer_norm_eps = layer_norm_eps
         self.qk_norm_eps = qk_norm_eps
@@ -202,7 +208,7 @@ class NeuroRVQConfig(PretrainedConfig):
             if not float(getattr(self, name)) > 0:
                 raise ValueError(f"NeuroRVQConfig.{name} must be > 0, got {getattr(self, name)!r}")
         for name in ("commitment_weight", "codebook_weight", "quantizer_loss_weight", "amplitude_loss_weight",
-                     "phase_loss_weight", "time_loss_weight", "phase_norm_weight"):
+                     "phase_loss_weight", "time_loss_weight", "phase_norm_weight", "difference_loss_weight"):
             if not float(getattr(self, name)) >= 0:
                 raise ValueError(f"NeuroRVQConfig.{name} must be >= 0, got {getattr(self, name)!r}")
         if not 0.0 <= self.ema_decay < 1.0:

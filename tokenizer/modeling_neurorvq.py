@@ -87,6 +87,8 @@ class NeuroRVQOutput(ModelOutput):
     Args:
         loss: quantizer + log-amplitude + phase + time-domain terms, each weighted by the config.
         quantizer_loss, amplitude_loss, phase_loss, time_loss: the terms (unweighted).
+        difference_loss: `mdct` design: mean squared error of the sample-to-sample steps of the z-scored
+            reconstruction (unweighted; in `loss` with `config.difference_loss_weight`).
         reconstruction (`[B, C, T]`): decoded EEG in microvolts.
         zscored_input, zscored_reconstruction (`[B, C, T]`): both z-scored per window (the paper's metric
             is the MSE between them, `time_loss`).
@@ -102,6 +104,7 @@ class NeuroRVQOutput(ModelOutput):
     amplitude_loss: torch.FloatTensor | None = None
     phase_loss: torch.FloatTensor | None = None
     time_loss: torch.FloatTensor | None = None
+    difference_loss: torch.FloatTensor | None = None
     reconstruction: torch.FloatTensor | None = None
     zscored_input: torch.FloatTensor | None = None
     zscored_reconstruction: torch.FloatTensor | None = None
@@ -935,13 +938,21 @@ class NeuroRVQTokenizer(NeuroRVQPreTrainedModel):
         zscored_input, _, _ = masked_standardize(patches(input_values), token_mask)
         zscored_reconstruction, _, _ = masked_standardize(patches(signal), token_mask)
         time_loss = masked_mean((zscored_reconstruction - zscored_input) ** 2, token_mask)
+        to_signal = lambda t: rearrange(t, "b (c a) p -> b c (a p)", c=channels)  # noqa: E731
+        steps = torch.diff(to_signal(zscored_reconstruction - zscored_input), dim=-1)  # [B, C, T - 1]
+        if token_mask is None:
+            difference_loss = steps.pow(2).mean()
+        else:  # steps between two real samples
+            real = token_mask.reshape(batch, channels, -1).repeat_interleave(config.patch_size, dim=-1)
+            real = (real[..., 1:] & real[..., :-1]).to(steps.dtype)
+            difference_loss = (steps.pow(2) * real).sum() / real.sum().clamp(min=1)
         # per (scale, stage) usage and perplexity of this batch's codes, for the training log (padding included)
         usage, perplexity = torch.stack([
             torch.stack([torch.stack(code_statistics(codes[:, s, k], config.codebook_size)) for k in range(codes.shape[2])])
             for s in range(codes.shape[1])]).unbind(-1)  # [S, K] each
-        to_signal = lambda t: rearrange(t, "b (c a) p -> b c (a p)", c=channels)  # noqa: E731
         return NeuroRVQOutput(
-            loss=config.time_loss_weight * time_loss, time_loss=time_loss, reconstruction=signal,
+            loss=config.time_loss_weight * time_loss + config.difference_loss_weight * difference_loss,
+            time_loss=time_loss, difference_loss=difference_loss, reconstruction=signal,
             zscored_input=to_signal(zscored_input), zscored_reconstruction=to_signal(zscored_reconstruction),
             codes=codes, scale_codes=scale_codes, codebook_usage=usage, codebook_perplexity=perplexity,
         )

@@ -362,7 +362,8 @@ def tokenizer_step(model, batch):
 def tokenizer_metrics(output) -> dict:
     """Loss terms and, per (scale, stage), codebook usage and perplexity of this batch."""
     record = {name: float(getattr(output, name).detach()) for name in
-              ("quantizer_loss", "amplitude_loss", "phase_loss", "time_loss") if getattr(output, name) is not None}
+              ("quantizer_loss", "amplitude_loss", "phase_loss", "time_loss", "difference_loss")
+              if getattr(output, name) is not None}
     usage, perplexity = output.codebook_usage.detach().cpu(), output.codebook_perplexity.detach().cpu()
     for s in range(usage.shape[0]):
         for k in range(usage.shape[1]):
@@ -384,7 +385,7 @@ def validation_loss(model, dataset, batch_size: int = 16, max_batches: int | Non
         batch = collate_windows([dataset[j] for j in indices])
         output = model(batch["input_values"].to(model.device), batch["channel_names"],
                        padding_mask=batch["padding_mask"].to(model.device))
-        for name in ("loss", "quantizer_loss", "amplitude_loss", "phase_loss", "time_loss"):
+        for name in ("loss", "quantizer_loss", "amplitude_loss", "phase_loss", "time_loss", "difference_loss"):
             if getattr(output, name) is not None:  # the mdct design has no spectrum or quantizer terms
                 totals[name] = totals.get(name, 0.0) + float(getattr(output, name)) * len(indices)
         windows += len(indices)
