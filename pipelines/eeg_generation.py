@@ -3,7 +3,8 @@
 The LBM samples tokenizer codes; the NeuroRVQ tokenizer (an extra component, loaded from
 `model.config.tokenizer_name_or_path` unless `tokenizer_model=` is given) decodes them to microvolts (a
 released-design tokenizer with `normalize_phase=True`, for realistic amplitude; an mdct tokenizer decodes prompt and
-continuation as one signal, so there is no jump at the join).
+continuation as one signal, so there is no jump at the join, with noise filling of the generated seconds, so that
+their band powers are real ones).
 
     from transformers import pipeline
     import neurorvq.pipelines  # registers the tasks
