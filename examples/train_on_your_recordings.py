@@ -62,7 +62,8 @@ def main() -> None:
     names = list(load_prepared(out / "data", "train")[0]["channel_names"])
     lbm = LBMForCausalLM.from_pretrained(out / "lbm").eval()
     sample = lbm.generate(names, num_patches=4, temperature=0.7, generator=torch.Generator().manual_seed(0))
-    eeg = tokenizer.decode(sample["codes"], names, scale_codes=sample["scale_codes"], normalize_phase=True)
+    eeg = tokenizer.decode(sample["codes"], names, scale_codes=sample["scale_codes"], normalize_phase=True,
+                           noise_filling=True)  # realistic amplitude and band powers, whichever design
     print(f"sampled {tuple(eeg.shape[1:])} (channels x samples, µV at 200 Hz) on {names}")
 
 
