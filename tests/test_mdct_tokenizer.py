@@ -210,6 +210,10 @@ def test_noise_filling_levels_are_validated():
         NeuroRVQConfig(**mdct, noise_filling_levels=[-0.1] * 200)
     with pytest.raises(ValueError, match="mdct design"):
         NeuroRVQConfig(noise_filling_levels=[0.1] * 200)
+    with pytest.raises(ValueError, match="difference_loss_weight"):
+        NeuroRVQConfig(difference_loss_weight=3.0)
+    with pytest.raises(ValueError, match="difference_loss_weight"):
+        NeuroRVQConfig(**mdct, difference_loss_weight=-1.0)
     assert NeuroRVQConfig(**mdct, noise_filling_levels=[0.1] * 200).noise_filling_levels == [0.1] * 200
 
 

@@ -231,6 +231,9 @@ class NeuroRVQConfig(PretrainedConfig):
         elif self.noise_filling_levels is not None:
             raise ValueError("NeuroRVQConfig.noise_filling_levels belongs to the mdct design (the released design "
                              "restores amplitude with decode(normalize_phase=True))")
+        elif float(self.difference_loss_weight):
+            raise ValueError("NeuroRVQConfig.difference_loss_weight belongs to the mdct design (its refiner); the "
+                             "released design's losses are its own")
         if self.quantizer_type not in QUANTIZER_TYPES:
             raise ValueError(f"NeuroRVQConfig.quantizer_type must be one of {QUANTIZER_TYPES}, got {self.quantizer_type!r}")
         vocabulary = self.channel_vocabulary
