@@ -36,6 +36,7 @@ import torch.nn.functional as F
 
 from neurorvq.lbm.evaluation import STANDARD_1020
 from neurorvq.tokenizer import NeuroRVQConfig, NeuroRVQTokenizer
+from neurorvq.tokenizer.data import synthetic_eeg
 from neurorvq.tokenizer.quantization import reference_nearest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -92,14 +93,6 @@ def throughput(fn, batches: list[torch.Tensor]) -> float:
     for batch in batches:
         fn(batch)
     return sum(b.shape[0] for b in batches) / (CLOCK() - start)
-
-
-def eeg_like(windows: int, channels: int, seconds: int, seed: int = 0) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(seed)
-    t = torch.arange(seconds * 200) / 200
-    noise = torch.randn(windows, channels, seconds * 200, generator=generator).cumsum(-1) * 0.5
-    alpha = 20 * torch.sin(2 * math.pi * 10 * t + torch.rand(windows, channels, 1, generator=generator) * 6.28)
-    return noise - noise.mean(-1, keepdim=True) + alpha
 
 
 # ---- the released code, re-implemented ------------------------------------------------------------------
@@ -171,7 +164,7 @@ def main() -> None:
     torch.manual_seed(0)
     names = STANDARD_1020[: args.channels]
     num_batches = max(1, math.ceil(args.windows / args.batch_size))
-    x = eeg_like(num_batches * args.batch_size, args.channels, args.seconds)
+    x = synthetic_eeg(num_batches * args.batch_size, args.channels, args.seconds)
     batches = list(x.split(args.batch_size))
     tokens = args.channels * args.seconds
     results: dict = {"machine": platform.processor() or platform.machine(), "torch": torch.__version__,

@@ -12,6 +12,7 @@ from transformers import AutoConfig, AutoModel
 
 from neurorvq.tokenizer import NeuroRVQConfig, NeuroRVQTokenizer, convert_official_checkpoint, load_official
 from neurorvq.tokenizer.convert_official import convert_official_key
+from neurorvq.tokenizer.data import synthetic_eeg
 
 from .conftest import REPO_ROOT, SHARED_DIR
 
@@ -29,21 +30,12 @@ def tiny_model(seed: int = 0, **overrides) -> NeuroRVQTokenizer:
     return NeuroRVQTokenizer(config)
 
 
-def eeg_like(batch: int, channels: int, seconds: int, seed: int = 0) -> torch.Tensor:
-    """Random-walk-plus-alpha test signal in microvolts [B, C, seconds * 200]."""
-    generator = torch.Generator().manual_seed(seed)
-    t = torch.arange(seconds * 200) / 200
-    noise = torch.randn(batch, channels, seconds * 200, generator=generator).cumsum(-1) * 0.5
-    alpha = 20 * torch.sin(2 * math.pi * 10 * t + torch.rand(batch, channels, 1, generator=generator) * 6.28)
-    return noise - noise.mean(-1, keepdim=True) + alpha
-
-
 @pytest.fixture(scope="module")
 def trained_tiny() -> NeuroRVQTokenizer:
     """A tiny model after one training step (so codebooks are initialised), in eval mode."""
     model = tiny_model()
     model.train()
-    model(eeg_like(4, 8, 4), CHANNELS)
+    model(synthetic_eeg(4, 8, 4), CHANNELS)
     return model.eval()
 
 
@@ -133,7 +125,7 @@ def test_official_preset_parameter_count_and_keys():
 
 
 def test_save_load_and_automodel_give_identical_codes(trained_tiny, tmp_path):
-    x = eeg_like(2, 8, 4, seed=1)
+    x = synthetic_eeg(2, 8, 4, seed=1)
     codes = trained_tiny.encode(x, CHANNELS).codes
     trained_tiny.save_pretrained(tmp_path)
     assert (tmp_path / "model.safetensors").is_file()
@@ -145,7 +137,7 @@ def test_save_load_and_automodel_give_identical_codes(trained_tiny, tmp_path):
 
 def test_encode_decode_shapes_and_fewer_stages(trained_tiny):
     config = trained_tiny.config
-    x = eeg_like(3, 8, 5, seed=2)
+    x = synthetic_eeg(3, 8, 5, seed=2)
     encoded = trained_tiny.encode(x, CHANNELS)
     assert encoded.codes.shape == (3, config.num_scales, config.num_quantizers, 8, 5)
     assert encoded.codes.dtype == torch.long
@@ -163,7 +155,7 @@ def test_encode_decode_shapes_and_fewer_stages(trained_tiny):
 
 
 def test_per_sample_channel_names(trained_tiny):
-    x = eeg_like(2, 8, 2, seed=3)
+    x = synthetic_eeg(2, 8, 2, seed=3)
     shared = trained_tiny.encode(x, CHANNELS).codes
     per_sample = trained_tiny.encode(x, [CHANNELS, CHANNELS]).codes
     assert torch.equal(shared, per_sample)
@@ -172,7 +164,7 @@ def test_per_sample_channel_names(trained_tiny):
 
 
 def test_padding_content_does_not_leak_into_codes(trained_tiny):
-    x = eeg_like(1, 8, 4, seed=4)
+    x = synthetic_eeg(1, 8, 4, seed=4)
     mask = torch.ones_like(x, dtype=torch.long)
     mask[:, :, 600:] = 0  # last patch of every channel is padding
     zeros, noise = x.clone(), x.clone()
@@ -186,7 +178,7 @@ def test_padding_content_does_not_leak_into_codes(trained_tiny):
 
 
 def test_batched_scales_equal_four_passes(trained_tiny):
-    x = eeg_like(2, 8, 4, seed=5)
+    x = synthetic_eeg(2, 8, 4, seed=5)
     batched = trained_tiny.encoder(x, trained_tiny.channel_indices(CHANNELS, 2, 8), None)
     for module in (trained_tiny.encoder.transformer,):
         module.batch_scales = False
@@ -203,7 +195,7 @@ def test_batched_scales_equal_four_passes(trained_tiny):
 def test_first_training_batch_initialises_codebooks_by_kmeans():
     model = tiny_model(seed=1).train()
     assert not any(bool(s.initialized.item()) for q in model.quantizers for s in q.stages)
-    output = model(eeg_like(4, 8, 4), CHANNELS)
+    output = model(synthetic_eeg(4, 8, 4), CHANNELS)
     for quantizer in model.quantizers:
         for stage in quantizer.stages:
             assert bool(stage.initialized.item())
@@ -277,7 +269,7 @@ def test_config_rejects_invalid_values_naming_the_field(field, value):
     ("unknown_channel", "unknown channel"), ("channel_count", "channel_names has"), ("integer", "floating point"),
 ])
 def test_bad_input_raises_clear_value_error(trained_tiny, case, message):
-    x, names = eeg_like(1, 8, 2), list(CHANNELS)
+    x, names = synthetic_eeg(1, 8, 2), list(CHANNELS)
     if case == "nan":
         x[0, 3, 10] = float("nan")
     elif case == "inf":
@@ -289,7 +281,7 @@ def test_bad_input_raises_clear_value_error(trained_tiny, case, message):
     elif case == "not_multiple":
         x = x[..., :350]
     elif case == "too_many_tokens":
-        x = eeg_like(1, 8, 33)  # 8 x 33 = 264 > 256
+        x = synthetic_eeg(1, 8, 33)  # 8 x 33 = 264 > 256
     elif case == "unknown_channel":
         names[2] = "xyz"
     elif case == "channel_count":
@@ -303,7 +295,7 @@ def test_bad_input_raises_clear_value_error(trained_tiny, case, message):
 
 
 def test_bad_codes_raise(trained_tiny):
-    codes = trained_tiny.encode(eeg_like(1, 8, 2), CHANNELS).codes
+    codes = trained_tiny.encode(synthetic_eeg(1, 8, 2), CHANNELS).codes
     stats = dict(log_amplitude_mean=torch.zeros(1), log_amplitude_std=torch.ones(1))
     with pytest.raises(ValueError, match="codes must lie in"):
         trained_tiny.decode(codes + trained_tiny.config.codebook_size, CHANNELS, **stats)
@@ -316,7 +308,7 @@ def test_bad_codes_raise(trained_tiny):
 
 
 def test_normalize_phase_keeps_direction_and_restores_amplitude(trained_tiny):
-    x = eeg_like(1, 8, 3, seed=6)
+    x = synthetic_eeg(1, 8, 3, seed=6)
     encoded = trained_tiny.encode(x, CHANNELS)
     stats = dict(log_amplitude_mean=encoded.log_amplitude_mean, log_amplitude_std=encoded.log_amplitude_std)
     plain = trained_tiny.decode(encoded.codes, CHANNELS, **stats)

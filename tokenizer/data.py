@@ -651,3 +651,13 @@ def collate_windows(rows: list[dict]) -> dict:
     for i, row in enumerate(rows):
         mask[i, :, : int(row["valid_samples"])] = 1
     return {"input_values": values, "padding_mask": mask, "channel_names": [list(r["channel_names"]) for r in rows]}
+
+
+def synthetic_eeg(batch: int, channels: int, seconds: int, seed: int = 0) -> torch.Tensor:
+    """A seeded random walk plus a 10-Hz rhythm of random phase, in microvolts, [B, C, seconds * 200] at 200 Hz: an
+    EEG-shaped signal for smoke tests and benchmarks (not a model of EEG)."""
+    generator = torch.Generator().manual_seed(seed)
+    t = torch.arange(seconds * 200) / 200
+    noise = torch.randn(batch, channels, seconds * 200, generator=generator).cumsum(-1) * 0.5
+    alpha = 20 * torch.sin(2 * math.pi * 10 * t + torch.rand(batch, channels, 1, generator=generator) * 6.28)
+    return noise - noise.mean(-1, keepdim=True) + alpha

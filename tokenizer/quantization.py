@@ -123,9 +123,11 @@ def _exact_search(vectors: torch.Tensor, codebook: torch.Tensor, norms: torch.Te
     scores = vectors.new_empty(largest, size)
     values = vectors.new_empty(largest)
     codebook_t = codebook.t()
-    if vectors.device.type == "cpu":
+    shared = vectors.device.type == "cpu" and num_rows >= 64
+    if shared:  # few distinct |z|^2 (normalised vectors): one shared |z|^2 + |w|^2 row per value
         distinct, inverse, counts = torch.unique(squared.view(-1), return_inverse=True, return_counts=True)
-    if vectors.device.type == "cpu" and num_rows >= 64 and distinct.numel() <= SHARED_NORM_GROUPS:
+        shared = distinct.numel() <= SHARED_NORM_GROUPS
+    if shared:
         order = torch.argsort(inverse, stable=True)
         bases = distinct.unsqueeze(1) + norms  # [G, K]: |z|^2 + |w|^2 for each distinct |z|^2
         ends = counts.cumsum(0).tolist()
