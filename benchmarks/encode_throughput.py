@@ -106,12 +106,12 @@ def released_encode(model: NeuroRVQTokenizer, x: torch.Tensor, names: list[str])
     batch, channels, samples = x.shape
     patches = samples // model.config.patch_size
     transformer = model.encoder.transformer
-    transformer.batch_scales = False
+    transformer.sequences_per_pass = batch  # one pass per scale
     try:
         model._spectrum_statistics(x.reshape(batch, channels * patches, -1), None)
         latents = model.encoder(x, model.channel_indices(names, batch, channels), None)  # [S, B, N, D]
     finally:
-        transformer.batch_scales = True
+        transformer.sequences_per_pass = None
     codes = []
     for s, quantizer in enumerate(model.quantizers):
         residual, scale_codes = latents[s].reshape(-1, latents.shape[-1]).float(), []

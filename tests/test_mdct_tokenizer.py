@@ -234,3 +234,129 @@ def test_difference_loss_is_the_step_error_of_real_samples_and_weighted_into_the
     steps = torch.diff(padded.zscored_reconstruction - padded.zscored_input, dim=-1)
     real = (mask[..., 1:] * mask[..., :-1]).bool()
     assert torch.allclose(padded.difference_loss, steps[real].pow(2).mean())
+
+
+# ---- chunked decoding ------------------------------------------------------------------------------------------
+
+
+def test_lapped_transform_synthesises_a_span_from_its_frames_and_one_neighbour_each_side():
+    transform = LappedTransform(200)
+    coefficients = 10 * torch.randn(2, 3, 7, 200, generator=torch.Generator().manual_seed(0))
+    whole = transform.inverse(coefficients)
+    for start, stop in ((0, 3), (3, 5), (5, 7), (0, 7), (2, 3)):
+        low, high = max(start - 1, 0), min(stop + 1, 7)
+        span = transform.inverse(coefficients[:, :, low:high], halo=(start > 0, stop < 7))
+        assert span.shape == (2, 3, (stop - start) * 200)
+        assert torch.allclose(span, whole[..., start * 200: stop * 200], rtol=0, atol=1e-5 * float(whole.abs().max()))
+    with pytest.raises(ValueError, match="halo"):
+        transform.inverse(coefficients[:, :, :2], halo=(True, True))
+
+
+def chunking_model(refiner: bool = True) -> NeuroRVQTokenizer:
+    """The tiny mdct config with random codebooks, 4-patch refiner windows over 3 channels (max_patches 12) and a
+    refiner whose output layer is random (an untrained one changes nothing, which would hide a wrong window), or
+    none."""
+    torch.manual_seed(0)
+    config = NeuroRVQConfig.from_json_file(str(TINY_MDCT))
+    config.max_patches = 12
+    model = NeuroRVQTokenizer(config).eval()
+    with torch.no_grad():
+        for quantizer in model.quantizers:
+            for stage in quantizer.stages:
+                stage.codebook.normal_()
+        model.refiner.frame_out.weight.normal_(std=0.05)
+    if not refiner:
+        model.refiner = None
+    return model
+
+
+def assert_same_signal(chunked: torch.Tensor, whole: torch.Tensor) -> None:
+    """Chunks change nothing but float32 round-off: the refiner sees the same windows, the noise is the same draws,
+    the overlap-add sums the same two frames per sample; only the inverse MDCT's matmul runs on fewer frames, and a
+    BLAS may order its sums by the matrix size. Hence allclose at 1e-5 of the peak (~1e-3 µV at 100 µV, a hundred
+    float32 steps), far below what a wrong window or halo frame changes (whole µV). On CPU they are mostly bitwise."""
+    assert torch.isfinite(whole).all()
+    assert torch.allclose(chunked, whole, rtol=0, atol=1e-5 * float(whole.abs().max()))
+
+
+NAMES3 = ["c3", "cz", "c4"]
+
+
+@pytest.fixture(scope="module")
+def long_codes():
+    """Codes of 23 patches (not a multiple of any chunk below; the last refiner window is 3 patches)."""
+    model = chunking_model()
+    encoded = model.encode(20 * torch.randn(2, 3, 23 * 200, generator=torch.Generator().manual_seed(3)), NAMES3)
+    return encoded.codes, encoded.scale_codes
+
+
+@pytest.mark.parametrize("refiner", [True, False])
+@pytest.mark.parametrize("chunk_patches", [1, 4, 5, 8, 12, 22])
+def test_chunked_decode_equals_whole_decode(long_codes, refiner, chunk_patches):
+    """Any chunk size (rounded up to whole 4-patch refiner windows: 1 -> 4, 5 -> 8, 22 -> 24) decodes what one
+    chunk of the whole length does, with and without a refiner and with a patch mask."""
+    model, (codes, scale_codes) = chunking_model(refiner), long_codes
+    mask = torch.ones(2, 3, 23, dtype=torch.bool)
+    mask[1, :, 21:] = False  # padded end
+    mask[0, :, 20:] = False  # a wholly padded last refiner window (its refiner attends to itself: finite)
+    mask[0, 1, 5:10] = False
+
+    def decode(chunk, patch_mask=None):
+        return model.decode(codes, NAMES3, scale_codes=scale_codes, patch_mask=patch_mask, chunk_patches=chunk)
+
+    assert_same_signal(decode(chunk_patches), decode(23))
+    assert_same_signal(decode(chunk_patches, mask), decode(23, mask))
+    if refiner:  # the mask reaches the refiner: masked decoding differs
+        assert not torch.allclose(decode(chunk_patches, mask), decode(chunk_patches))
+
+
+def test_one_refiner_window_per_chunk_is_the_smallest_chunk(long_codes):
+    model, (codes, scale_codes) = chunking_model(), long_codes
+    decode = lambda chunk: model.decode(codes, NAMES3, scale_codes=scale_codes, chunk_patches=chunk)  # noqa: E731
+    assert torch.equal(decode(1), decode(4))  # both one 4-patch window per chunk: the same computation
+    assert_same_signal(decode(4), decode(10 ** 6))
+
+
+def test_chunked_noise_filling_equals_whole_and_is_reproducible(long_codes):
+    """The noise is drawn per refiner window in patch order, whatever the chunks: a seeded chunked decoding is the
+    whole one, and reproducible (bitwise: the same computation twice)."""
+    model, (codes, scale_codes) = chunking_model(), long_codes
+    model.config.noise_filling_levels = [0.5] * 200
+
+    def decode(chunk, seed=1):
+        return model.decode(codes, NAMES3, scale_codes=scale_codes, noise_filling=True, chunk_patches=chunk,
+                            generator=torch.Generator().manual_seed(seed))
+
+    whole = decode(23)
+    for chunk in (1, 8, 12):
+        assert_same_signal(decode(chunk), whole)
+    assert torch.equal(decode(8), decode(8))
+    assert not torch.allclose(decode(8, seed=2), decode(8))
+    plain = model.decode(codes, NAMES3, scale_codes=scale_codes)
+    assert not torch.allclose(whole, plain)
+    # a fill mask (a real prompt of 9 patches, then generated ones) and a patch mask, chunked: the same too
+    filled, patch_mask = torch.arange(23) >= 9, torch.ones(2, 3, 23, dtype=torch.bool)
+    patch_mask[0, :, 22:] = False
+    masked = lambda chunk: model.decode(codes, NAMES3, scale_codes=scale_codes, noise_filling=filled,  # noqa: E731
+                                        patch_mask=patch_mask, chunk_patches=chunk,
+                                        generator=torch.Generator().manual_seed(1))
+    assert_same_signal(masked(4), masked(23))
+    assert torch.equal(masked(4)[..., :8 * 200], model.decode(codes, NAMES3, scale_codes=scale_codes,
+                                                             patch_mask=patch_mask)[..., :8 * 200])
+
+
+def test_default_decode_is_chunked_by_decode_chunk_patches(long_codes, monkeypatch):
+    from neurorvq.tokenizer import modeling_neurorvq
+
+    model, (codes, scale_codes) = chunking_model(), long_codes
+    whole = model.decode(codes, NAMES3, scale_codes=scale_codes, chunk_patches=23)
+    monkeypatch.setattr(modeling_neurorvq, "DECODE_CHUNK_PATCHES", 6)  # -> 8 (two refiner windows)
+    assert model._decode_chunk(None, 3) == 8
+    assert_same_signal(model.decode(codes, NAMES3, scale_codes=scale_codes), whole)
+
+
+@pytest.mark.parametrize("chunk_patches", [0, -4, 2.5, True, "8"])
+def test_invalid_chunk_size_is_an_error(long_codes, chunk_patches):
+    model, (codes, scale_codes) = chunking_model(), long_codes
+    with pytest.raises(ValueError, match="chunk_patches"):
+        model.decode(codes, NAMES3, scale_codes=scale_codes, chunk_patches=chunk_patches)

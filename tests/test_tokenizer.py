@@ -177,16 +177,21 @@ def test_padding_content_does_not_leak_into_codes(trained_tiny):
     assert a.patch_mask[..., 3].logical_not().all() and a.patch_mask[..., :3].all()
 
 
-def test_batched_scales_equal_four_passes(trained_tiny):
+@pytest.mark.parametrize("sequences_per_pass", [1, 2, 3])
+def test_encoder_passes_over_sequence_groups_equal_one_pass(trained_tiny, sequences_per_pass):
+    """The blocks run on groups of the [S * B] sequences (all scales stacked): any grouping gives what one
+    pass over the whole stack gives, bitwise (every row is computed on its own)."""
     x = synthetic_eeg(2, 8, 4, seed=5)
-    batched = trained_tiny.encoder(x, trained_tiny.channel_indices(CHANNELS, 2, 8), None)
-    for module in (trained_tiny.encoder.transformer,):
-        module.batch_scales = False
+    indices = trained_tiny.channel_indices(CHANNELS, 2, 8)
+    transformer = trained_tiny.encoder.transformer
+    transformer.sequences_per_pass = 2 * trained_tiny.config.num_scales  # all S x B sequences at once
     try:
-        looped = trained_tiny.encoder(x, trained_tiny.channel_indices(CHANNELS, 2, 8), None)
+        whole = trained_tiny.encoder(x, indices, None)
+        transformer.sequences_per_pass = sequences_per_pass
+        grouped = trained_tiny.encoder(x, indices, None)
     finally:
-        trained_tiny.encoder.transformer.batch_scales = True
-    assert torch.allclose(batched, looped, atol=1e-5)
+        transformer.sequences_per_pass = None
+    assert torch.equal(grouped, whole)
 
 
 # ---- training ----------------------------------------------------------------------------------------

@@ -34,6 +34,8 @@ from .loading import BUNDLED, load_pretrained
 from .quantization import ResidualVectorQuantizer, check_search_precision, code_statistics
 from .transform import LappedTransform
 
+ENCODER_PASS_TOKENS = 2048  # tokens per pass through the encoder blocks (see NeuroRVQTransformer)
+
 # ----------------------------------------------------------------------------------------------------
 # Outputs
 # ----------------------------------------------------------------------------------------------------
@@ -255,8 +257,11 @@ class NeuroRVQConvBranch(nn.Module):
 class NeuroRVQTransformer(nn.Module):
     """CLS token + spatial (channel) and temporal (patch) embeddings + shared blocks, run on all scales at once.
 
-    The S scales are stacked along the batch axis: one call of the blocks on [S*B, 1 + N, D] is the same
-    computation as S calls on [B, 1 + N, D] (`batch_scales=False` does the latter, for benchmarks).
+    The S scales are stacked along the batch axis ([S*B, 1 + N, D]) and the blocks run on groups of about
+    `ENCODER_PASS_TOKENS` tokens of it at a time: every block sees the same rows either way (each sequence is
+    computed on its own), but a group's activations stay in the CPU caches from one block to the next, which
+    makes the elementwise work (norms, GELU, residual adds) several times cheaper than on the whole stack.
+    `sequences_per_pass` sets the group size instead (B = one pass per scale, as the released code runs).
     """
 
     def __init__(self, config: NeuroRVQConfig, num_layers: int):
@@ -270,7 +275,7 @@ class NeuroRVQTransformer(nn.Module):
         self.scale_norms = nn.ModuleList(
             nn.LayerNorm(dim, eps=config.layer_norm_eps) for _ in range(config.num_scales)
         )
-        self.batch_scales = True
+        self.sequences_per_pass: int | None = None  # None: about ENCODER_PASS_TOKENS tokens per pass
 
     def forward(self, tokens: torch.Tensor, channel_indices: torch.Tensor, num_patches: int,
                 token_mask: torch.Tensor | None) -> torch.Tensor:
@@ -286,18 +291,15 @@ class NeuroRVQTransformer(nn.Module):
             keep = F.pad(token_mask, (1, 0), value=True)  # CLS is always real
             attention_mask = keep[:, None, None, :].repeat(num_scales, 1, 1, 1)
         x = x.reshape(num_scales * batch, n + 1, dim)
-        if self.batch_scales:
+        group = self.sequences_per_pass or max(1, ENCODER_PASS_TOKENS // (n + 1))
+        chunks = []
+        for start in range(0, num_scales * batch, group):
+            xs = x[start:start + group]
+            ms = None if attention_mask is None else attention_mask[start:start + group]
             for layer in self.layers:
-                x = layer(x, attention_mask)
-        else:
-            chunks = []
-            for s in range(num_scales):
-                xs = x[s * batch:(s + 1) * batch]
-                ms = None if attention_mask is None else attention_mask[s * batch:(s + 1) * batch]
-                for layer in self.layers:
-                    xs = layer(xs, ms)
-                chunks.append(xs)
-            x = torch.cat(chunks)
+                xs = layer(xs, ms)
+            chunks.append(xs)
+        x = torch.cat(chunks) if len(chunks) > 1 else chunks[0]
         x = x.reshape(num_scales, batch, n + 1, dim)[:, :, 1:]
         return torch.stack([norm(x[s]) for s, norm in enumerate(self.scale_norms)])
 
@@ -377,6 +379,8 @@ class NeuroRVQRefiner(nn.Module):
         x = self.frame_in(torch.cat((shapes, log_gains / 4), dim=-1))  # log gains span about [-4, 7]
         x = x + self.channel_embed(channel_indices)[:, :, None] + self.patch_embed.weight[:patches]
         padding = None if token_mask is None else ~token_mask
+        if padding is not None:  # a window of padding only would attend to nothing (NaN): let it see itself
+            padding = padding & ~padding.all(dim=1, keepdim=True)
         x = self.transformer(x.reshape(batch, channels * patches, -1), src_key_padding_mask=padding)
         return shapes + self.frame_out(self.norm(x)).reshape(batch, channels, patches, size)
 
@@ -423,6 +427,11 @@ class NeuroRVQPreTrainedModel(PreTrainedModel):
 
 # Tokenizers shipped inside the package, loadable offline by name.
 BUNDLED_MODELS = {name: folder for name, folder in BUNDLED.items() if folder.parent.parent.name == "tokenizer"}
+
+# mdct design: `decode` synthesises this many patches at a time (rounded up to whole refiner windows), so that its
+# memory beyond the returned signal does not grow with the length (an hour of 19 channels would otherwise hold
+# about ten float copies of [B, C, A, P] at once, near 1 GB)
+DECODE_CHUNK_PATCHES = 256
 
 
 class NeuroRVQTokenizer(NeuroRVQPreTrainedModel):
@@ -714,15 +723,19 @@ class NeuroRVQTokenizer(NeuroRVQPreTrainedModel):
         """codes [B, S, K', C, A] -> dequantised gain-normalised frames [B, C, A, P]."""
         return torch.cat([q.decode(codes[:, s].movedim(1, 0)) for s, q in enumerate(self.quantizers)], dim=-1)
 
+    def _decode_window(self, channels: int) -> int:
+        """Patches per refiner window (its context: at most max_patches tokens over `channels` channels, as in
+        training); noise filling draws per window and chunked decoding works in whole windows too."""
+        return max(1, self.config.max_patches // channels)
+
     def _refined_shapes(self, shapes: torch.Tensor, log_gains: torch.Tensor, channel_indices: torch.Tensor,
                         token_mask: torch.Tensor | None) -> torch.Tensor:
         """Dequantised frames [B, C, A, P] + log gains [B, C, A, 2] -> the refiner's corrected frames (the same
-        frames without a refiner)."""
+        frames without a refiner). Windows start at the first given patch (patch 0, or a chunk of whole windows)."""
         if self.refiner is None:
             return shapes
-        # its context: windows of at most max_patches tokens, as in training
         batch, channels, num_patches, _ = shapes.shape
-        step = max(1, self.config.max_patches // channels)
+        step = self._decode_window(channels)
         mask = None if token_mask is None else token_mask.reshape(batch, channels, num_patches)
         return torch.cat([
             self.refiner(shapes[:, :, a:a + step], log_gains[:, :, a:a + step], channel_indices,
@@ -737,28 +750,88 @@ class NeuroRVQTokenizer(NeuroRVQPreTrainedModel):
     def _fill_noise(self, shapes: torch.Tensor, where: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         """Decoded frames [B, C, A, P] + Gaussian noise of variance `noise_filling_levels[k]` x the band mean
         power of coefficient k in that frame, in the frames `where` ([B, C, A] bool) is True: the energy the codes
-        did not keep, as random detail."""
+        did not keep, as random detail. The noise is drawn one refiner window ([B, C, window, P]) at a time, in
+        patch order from the first given patch (patch 0 or a chunk of whole windows), so that a chunked decoding
+        draws the same numbers as a whole one."""
         levels = torch.tensor(self.config.noise_filling_levels, dtype=shapes.dtype, device=shapes.device)
-        noise = torch.randn(shapes.shape, generator=generator, dtype=shapes.dtype,
-                            device="cpu" if generator is None else generator.device).to(shapes.device)
+        batch, channels, num_patches, size = shapes.shape
+        step = self._decode_window(channels)
+        noise = torch.cat([
+            torch.randn((batch, channels, min(step, num_patches - a), size), generator=generator, dtype=shapes.dtype,
+                        device="cpu" if generator is None else generator.device)
+            for a in range(0, num_patches, step)], dim=2).to(shapes.device)
         return shapes + (levels * self._band_power(shapes)).sqrt() * noise * where[..., None]
 
-    def _synthesize(self, shapes: torch.Tensor, scale_codes: torch.Tensor, channel_indices: torch.Tensor,
+    def _decode_chunk(self, chunk_patches: int | None, channels: int) -> int:
+        """Patches per synthesis chunk: `chunk_patches` (default `DECODE_CHUNK_PATCHES`) rounded up to whole
+        refiner windows, so that the refiner sees the same windows as in a whole decoding."""
+        if chunk_patches is None:
+            chunk_patches = DECODE_CHUNK_PATCHES
+        elif isinstance(chunk_patches, bool) or not isinstance(chunk_patches, int) or chunk_patches < 1:
+            raise ValueError(f"chunk_patches must be a positive int (patches per decoded chunk) or None, "
+                             f"got {chunk_patches!r}")
+        step = self._decode_window(channels)
+        return -(-chunk_patches // step) * step
+
+    def _synthesis_frames(self, codes: torch.Tensor, scale_codes: torch.Tensor, channel_indices: torch.Tensor,
+                          mask: torch.Tensor | None, where: torch.Tensor | None,
+                          generator: torch.Generator | None) -> torch.Tensor:
+        """One span of whole refiner windows (from a window's start): codes [B, S, K', C, n], scale codes
+        [B, 2, C, n], mask [B, C, n] (True = real) or None, where [B, C, n] (noise filling) or None -> MDCT
+        coefficients [B, C, n, P] µV: the refiner's correction (if any), noise filling, the gains."""
+        batch, channels, num_patches = codes.shape[0], codes.shape[3], codes.shape[4]
+        log_gains = torch.stack(self.dequantize_scales(scale_codes), dim=-1)  # [B, C, n, 2]
+        token_mask = None if mask is None else mask.reshape(batch, channels * num_patches)
+        shapes = self._refined_shapes(self._band_shapes(codes), log_gains, channel_indices, token_mask)
+        if where is not None:
+            shapes = self._fill_noise(shapes, where, generator)
+        return self._apply_gains(shapes, log_gains, divide=False)
+
+    def _synthesize(self, codes: torch.Tensor, scale_codes: torch.Tensor, channel_indices: torch.Tensor,
                     token_mask: torch.Tensor | None, noise_filling: bool | torch.Tensor = False,
-                    generator: torch.Generator | None = None) -> torch.Tensor:
-        """Dequantised frames [B, C, A, P] + scale codes [B, 2, C, A] -> EEG [B, C, A * P] µV: the refiner's
-        correction (if any), noise filling (if asked and fitted), the gains, and the overlap-added inverse MDCT."""
-        log_gains = torch.stack(self.dequantize_scales(scale_codes), dim=-1)  # [B, C, A, 2]
-        shapes = self._refined_shapes(shapes, log_gains, channel_indices, token_mask)
-        where = torch.as_tensor(noise_filling, dtype=torch.bool, device=shapes.device)
-        if self.config.noise_filling_levels is not None and where.any():
+                    generator: torch.Generator | None = None, chunk_patches: int | None = None) -> torch.Tensor:
+        """Codes [B, S, K', C, A] + scale codes [B, 2, C, A] (token_mask [B, C * A], True = real) -> EEG
+        [B, C, A * P] µV: the refiner's correction (if any), noise filling (if asked and fitted), the gains, and
+        the overlap-added inverse MDCT.
+
+        Synthesised in chunks of whole refiner windows (`_decode_chunk`), so memory beyond the result is that of
+        about two chunks whatever A. Chunking changes nothing but round-off: the refiner and the noise see the same
+        windows in the same order, and a chunk's samples come from its frames and one neighbouring frame on each
+        side (`LappedTransform.inverse` with `halo`), with start / stop windows only at the signal's real ends."""
+        batch, channels, num_patches = codes.shape[0], codes.shape[3], codes.shape[4]
+        chunk, size, device = self._decode_chunk(chunk_patches, channels), self.config.patch_size, self.device
+        mask = None if token_mask is None else token_mask.reshape(batch, channels, num_patches)
+        where = torch.as_tensor(noise_filling, dtype=torch.bool, device=device)
+        if self.config.noise_filling_levels is not None and where.any():  # decided once: every chunk draws noise
             try:
-                where = where.expand(shapes.shape[:-1])
+                where = where.expand(batch, channels, num_patches)  # a view: no copy
             except RuntimeError:
                 raise ValueError(f"noise_filling must be a bool or a bool mask broadcastable to [B, C, A] = "
-                                 f"{list(shapes.shape[:-1])}, got shape {list(where.shape)}") from None
-            shapes = self._fill_noise(shapes, where, generator)
-        return self.transform.inverse(self._apply_gains(shapes, log_gains, divide=False))
+                                 f"{[batch, channels, num_patches]}, got shape {list(where.shape)}") from None
+        else:
+            where = None
+
+        def frames(start: int) -> torch.Tensor:  # coefficients [B, C, n, P] of the chunk from patch `start`
+            span = slice(start, min(start + chunk, num_patches))
+            return self._synthesis_frames(codes[..., span].to(device), scale_codes[..., span], channel_indices,
+                                          None if mask is None else mask[..., span],
+                                          None if where is None else where[..., span], generator)
+
+        # chunk by chunk, in patch order (the noise's draws): a chunk is overlap-added once the next one's first
+        # frame is known; `before` is the previous chunk's last frame
+        signal, before, current = None, None, frames(0)
+        for start in range(0, num_patches, chunk):
+            stop = min(start + chunk, num_patches)
+            after = frames(stop) if stop < num_patches else None
+            context = [t for t in (before, current, None if after is None else after[:, :, :1]) if t is not None]
+            part = self.transform.inverse(torch.cat(context, dim=2), halo=(before is not None, after is not None))
+            if stop == num_patches and start == 0:  # one chunk: the whole signal
+                return part
+            if signal is None:
+                signal = part.new_empty(batch, channels, num_patches * size)
+            signal[..., start * size: stop * size] = part
+            before, current = current[:, :, -1:].clone(), after  # (a copy: the view would keep the chunk alive)
+        return signal
 
     def decode_spectrum(self, codes: torch.Tensor, channel_names, patch_mask: torch.Tensor | None = None) -> NeuroRVQSpectrumOutput:
         """Codes [B, S, K', C, A] -> the decoder's z-scored log-amplitude and phase, each [B, C, A, patch_size]."""
@@ -819,7 +892,7 @@ class NeuroRVQTokenizer(NeuroRVQPreTrainedModel):
                log_amplitude_std: torch.Tensor | None = None, scale_codes: torch.LongTensor | None = None,
                patch_mask: torch.Tensor | None = None, normalize_phase: bool = False,
                noise_filling: bool | torch.Tensor = False,
-               generator: torch.Generator | None = None) -> torch.Tensor:
+               generator: torch.Generator | None = None, chunk_patches: int | None = None) -> torch.Tensor:
         """Codes back to EEG.
 
         Args:
@@ -841,20 +914,25 @@ class NeuroRVQTokenizer(NeuroRVQPreTrainedModel):
                 continuation, not its real prompt). A tokenizer without fitted levels (and the released design)
                 ignores it.
             generator: the random generator of the noise (reproducible decoding), else the global one.
+            chunk_patches: mdct design: patches synthesised at a time (rounded up to whole refiner windows; default
+                `DECODE_CHUNK_PATCHES`), which bounds the memory beyond the result for any length. Any chunk size
+                decodes the same signal (up to float round-off, ~1e-6 relative) and the same noise. A positive int
+                or None (checked for both designs; the released design decodes at once).
 
         Returns:
             EEG [B, C, A * patch_size] in microvolts.
         """
         self._check_codes(codes)
         batch, channels, num_patches = codes.shape[0], codes.shape[3], codes.shape[4]
+        self._decode_chunk(chunk_patches, channels)  # an invalid chunk size is an error with either design
         if self.is_mdct:
             if scale_codes is None:
                 raise ValueError("decode needs scale_codes (from encode): they carry the amplitude of every patch")
             channel_indices = self.channel_indices(channel_names, batch, channels)
             scale_codes = self._check_scale_codes(scale_codes, batch, channels, num_patches)
             token_mask = None if patch_mask is None else patch_mask.to(self.device).bool().reshape(batch, -1)
-            return self._synthesize(self._band_shapes(codes.to(self.device)), scale_codes, channel_indices, token_mask,
-                                    noise_filling, generator)
+            return self._synthesize(codes, scale_codes, channel_indices, token_mask, noise_filling, generator,
+                                    chunk_patches)
         mean, std = self._token_statistics(batch, channels, num_patches, log_amplitude_mean, log_amplitude_std,
                                            scale_codes)
         spectrum = self._decode_spectrum(codes, channel_names, patch_mask)  # codes checked above
@@ -933,7 +1011,7 @@ class NeuroRVQTokenizer(NeuroRVQPreTrainedModel):
         batch, channels, _ = input_values.shape
         shapes, scale_codes = self.mdct_shapes(self.transform(input_values))
         codes = self._band_codes(shapes)
-        signal = self._synthesize(self._band_shapes(codes), scale_codes, channel_indices, token_mask)
+        signal = self._synthesize(codes, scale_codes, channel_indices, token_mask)
         patches = lambda t: rearrange(t, "b c (a p) -> b (c a) p", p=config.patch_size)  # noqa: E731
         zscored_input, _, _ = masked_standardize(patches(input_values), token_mask)
         zscored_reconstruction, _, _ = masked_standardize(patches(signal), token_mask)

@@ -59,11 +59,12 @@ class LappedTransform(nn.Module):
     def windows(self) -> torch.Tensor:
         return mdct_windows(self.patch_size)
 
-    def _frame_windows(self, num_patches: int) -> torch.Tensor:
-        """[A, 2P]: the window of every frame (start / stop windows at the signal's edges)."""
+    def _frame_windows(self, num_patches: int, start: bool = True, stop: bool = True) -> torch.Tensor:
+        """[A, 2P]: the window of every frame (start / stop windows at the signal's edges: on the first / last
+        frame when `start` / `stop`, else the sine window there too)."""
         kind = torch.zeros(num_patches, dtype=torch.long, device="cpu")
-        kind[0] += 1
-        kind[-1] += 2
+        kind[0] += int(start)
+        kind[-1] += 2 * int(stop)
         return self.windows[kind]
 
     def forward(self, signal: torch.Tensor) -> torch.Tensor:
@@ -75,12 +76,22 @@ class LappedTransform(nn.Module):
         frames = frames * self._frame_windows(num_patches).to(signal.device)
         return (frames @ self.basis.to(signal.device)).reshape(*signal.shape[:-1], num_patches, p)
 
-    def inverse(self, coefficients: torch.Tensor) -> torch.Tensor:
-        """coefficients [*, A, P] -> signal [*, A * P] (overlap-add of the windowed frames)."""
+    def inverse(self, coefficients: torch.Tensor, halo: tuple[bool, bool] = (False, False)) -> torch.Tensor:
+        """coefficients [*, A, P] -> signal [*, A * P] (overlap-add of the windowed frames).
+
+        `halo` = (before, after) synthesises a span of a longer signal (a chunk): the first / last given frame is
+        then the span's outside neighbour, not the signal's edge. The span's samples are those of the whole
+        signal's synthesis: patch a's samples come from frames a - 1, a and a + 1 only (the neighbours' halves
+        next to the span, which are sine-windowed whatever the neighbour's own kind), and only the signal's real
+        first / last frame gets a start / stop window. Returns [*, (A - before - after) * P]: the span without its
+        neighbours' patches (those lack frames outside the given ones)."""
         p = self.patch_size
         lead, (num_patches, _) = coefficients.shape[:-2], coefficients.shape[-2:]
-        basis, windows = self.basis.to(coefficients.device), self._frame_windows(num_patches).to(coefficients.device)
-        frames = (coefficients.reshape(-1, num_patches, p) @ basis.T) * windows
+        before, after = int(halo[0]), int(halo[1])
+        if num_patches - before - after < 1:
+            raise ValueError(f"inverse needs at least one frame besides the halo, got {num_patches} frames, halo {halo}")
+        windows = self._frame_windows(num_patches, start=not before, stop=not after).to(coefficients.device)
+        frames = (coefficients.reshape(-1, num_patches, p) @ self.basis.to(coefficients.device).T) * windows
         length = (num_patches + 1) * p
         signal = F.fold(frames.transpose(1, 2), output_size=(1, length), kernel_size=(1, 2 * p), stride=(1, p))
-        return signal.reshape(*lead, length)[..., p // 2: p // 2 + num_patches * p]
+        return signal.reshape(*lead, length)[..., p // 2 + before * p: p // 2 + (num_patches - after) * p]
