@@ -2,7 +2,7 @@
 bundled mdct tokenizer.
 
     python benchmarks/encode_throughput.py [--windows 32] [--batch-size 8] [--threads N] [--channels 19] [--seconds 13]
-                                           [--clock wall|cpu] [--eeg FILES...] [--skip-released]
+                                           [--clock wall|cpu] [--eeg FILES...] [--tokenize-data DIR] [--skip-released]
 
 One run prints:
 - the measured fp32 and bf16 matmul peak (a large square matmul, best of a few);
@@ -13,7 +13,9 @@ One run prints:
   search written out: an [N, K] distance matrix, argmin) with the speed-up and whether the codes are identical,
   and for the opt-in `search_precision="bf16-rescore"` with its code agreement (on the benchmark windows and on
   real EEG windows when `--eeg` files exist);
-- the bundled mdct tokenizer (`neurorvq/tokenizer-small`): encode and decode windows/s and channel-seconds/s.
+- the bundled mdct tokenizer (`neurorvq/tokenizer-small`): encode and decode windows/s and channel-seconds/s;
+- `datasets` tokenization (`neurorvq tokenize` of the `--tokenize-data` recordings, prepared first, untimed) with the
+  bundled tokenizer: windows/s and EEG channel-hours per minute.
 
 Windows are 10-20 montage channels x one-second patches, random-walk EEG in microvolts; `--windows` of them are
 timed in batches of `--batch-size` after one warm-up batch. Keep the machine otherwise idle: the peak and the
@@ -28,6 +30,7 @@ import json
 import math
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -38,6 +41,9 @@ from neurorvq.lbm.evaluation import STANDARD_1020
 from neurorvq.tokenizer import NeuroRVQConfig, NeuroRVQTokenizer
 from neurorvq.tokenizer.data import synthetic_eeg
 from neurorvq.tokenizer.quantization import reference_nearest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from prepare_memory import RESERVED, channel_hours  # noqa: E402  (a sibling benchmark)
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "tokenizer" / "official-eeg-v1.json"
@@ -152,6 +158,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=13, help="one-second patches per channel")
     parser.add_argument("--eeg", nargs="*", type=Path, default=DEFAULT_EEG,
                         help="EEG files for the bf16-rescore agreement on real windows (missing files are skipped)")
+    parser.add_argument("--tokenize-data", type=Path, default=SHARED / "data" / "eeg" / "eegmat",
+                        help="folder of EDF recordings for the `datasets` tokenization throughput (reserved subjects "
+                             "skipped; a missing folder skips it)")
     parser.add_argument("--skip-released", action="store_true", help="do not time the released-code reference")
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                         help="wall time (default), or this process's CPU time: with --threads 1 a fair comparison "
@@ -279,7 +288,33 @@ def main() -> None:
     print(f"  encode {encode_rate:8.1f} windows/s {encode_rate * seconds_per_window:9.0f} channel-s/s "
           f"{encode_rate * mdct_flops / 1e9:7.1f} GFLOP/s {encode_rate * mdct_flops / 1e9 / peak32:6.1%} of fp32 peak")
     print(f"  decode {decode_rate:8.1f} windows/s {decode_rate * seconds_per_window:9.0f} channel-s/s")
+    corpus = [f for f in sorted(args.tokenize_data.glob("*.edf")) if not RESERVED.search(f.name)] \
+        if args.tokenize_data.is_dir() else []
+    if corpus:
+        results["datasets_tokenization"] = datasets_tokenization(corpus, small)
     print(json.dumps(results))
+
+
+def datasets_tokenization(files: list[Path], tokenizer: NeuroRVQTokenizer) -> dict:
+    """`neurorvq tokenize` (`datasets.map` over a prepared dataset, codes written to Arrow) of `files`, timed on
+    its own: windows/s and EEG channel-hours per minute (the preparation is not timed)."""
+    import tempfile
+
+
+    from neurorvq.lbm.data import tokenize_dataset
+    from neurorvq.tokenizer.data import prepare_dataset
+
+    with tempfile.TemporaryDirectory() as folder:
+        prepared, codes = Path(folder) / "prepared", Path(folder) / "codes"
+        prepare_dataset(files, prepared, validation_fraction=0.0, progress=False)
+        hours, windows = channel_hours(prepared)
+        start = CLOCK()
+        tokenize_dataset(prepared, tokenizer, codes)
+        wall = CLOCK() - start
+    print(f"\n`datasets` tokenization (`neurorvq tokenize`, bundled tokenizer, {len(files)} recordings, {windows} windows, "
+          f"{hours:.2f} channel-hours): {windows / wall:.1f} windows/s, {hours / wall * 60:.1f} channel-hours per minute")
+    return {"windows": windows, "channel_hours": hours, "seconds": wall, "windows_per_second": windows / wall,
+            "channel_hours_per_minute": hours / wall * 60}
 
 
 if __name__ == "__main__":

@@ -1,11 +1,12 @@
 """Sampling speed and memory of the LBM on this machine.
 
-    python benchmarks/lbm_generation_speed.py [--pipeline-seconds 30] [--memory-seconds 60 600]
-                                              [--layouts] [--seconds 4] [--model-dir DIR ...]
+    python benchmarks/lbm_generation_speed.py [--pipeline-seconds 30] [--breakdown-seconds 4]
+                                              [--memory-seconds 60 600] [--layouts] [--seconds 4] [--model-dir DIR ...]
 
 1. `pipeline("eeg-generation")` with the bundled models, 19-channel 10-20, `--pipeline-seconds` of EEG (model load and a
    one-second warm-up excluded): one sample, `num_samples=8`, and a condition with guidance 2. The real-time factor is
    seconds of EEG per second of wall time (> 1: faster than real time).
+   Then where the time goes: milliseconds per position of each part of `generate` (`--breakdown-seconds`).
 2. Long generations in bounded memory: for each of `--memory-seconds`, one pipeline call in a fresh process; its peak
    resident memory (`ru_maxrss`) and wall time. The context window slides, so memory should not grow with length.
 3. `--layouts`: positions/s of both layouts with and without the KV cache (small configs with random weights: speed
@@ -87,6 +88,54 @@ def long_generation_memory(lengths: list[int]) -> list[dict]:
     return rows
 
 
+def time_breakdown(seconds: int) -> dict:
+    """Where the sampling time of the bundled LBM goes: wall milliseconds per position (one channel x one second)
+    of each part of `generate`, timed by wrapping the model's methods for one call (restored after)."""
+    from neurorvq.lbm import modeling_lbm
+
+    model = LBMForCausalLM.from_pretrained(str(Path(__file__).resolve().parents[1] / "lbm" / "pretrained" / "lbm-small"))
+    model.eval()
+    spent: dict[str, float] = {}
+
+    def timed(name, function):
+        def wrapper(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                spent[name] = spent.get(name, 0.0) + time.perf_counter() - start
+        return wrapper
+
+    parts = {"main transformer step": (model, "_main"), "depth transformer steps": (model.depth_transformer, "forward"),
+             "stream logits (incl. codeword scores)": (model, "_one_stream_logits"),
+             "spatial context": (model, "_spatial_inputs"), "neighbour inputs": (model, "_neighbour_inputs"),
+             "sampling (softmax, multinomial)": (modeling_lbm, "sample_logits")}
+    generator = torch.Generator().manual_seed(0)
+    model.generate(MONTAGE, num_patches=1, generator=generator)  # warm-up
+    originals = {name: getattr(owner, attr) for name, (owner, attr) in parts.items()}
+    for name, (owner, attr) in parts.items():
+        setattr(owner, attr, timed(name, originals[name]))
+    try:
+        start = time.perf_counter()
+        model.generate(MONTAGE, num_patches=seconds, generator=generator)
+        total = time.perf_counter() - start
+    finally:
+        for name, (owner, attr) in parts.items():
+            if owner is modeling_lbm:
+                setattr(owner, attr, originals[name])
+            else:
+                delattr(owner, attr)  # the instance attribute hid the class's method
+    positions = seconds * len(MONTAGE)
+    rows = {name: 1000 * value / positions for name, value in spent.items()}
+    rows["rest (bookkeeping, embeddings)"] = 1000 * total / positions - sum(rows.values())
+    print(f"\nWhere sampling time goes (bundled LBM, {seconds} s x 19 channels, {torch.get_num_threads()} threads): "
+          f"{1000 * total / positions:.2f} ms per position, {model.num_streams} depth steps each")
+    print("| part | ms per position | share |\n|---|---|---|")
+    for name, value in rows.items():
+        print(f"| {name} | {value:.2f} | {value / (1000 * total / positions):.0%} |")
+    return {"ms_per_position": 1000 * total / positions, "parts": rows}
+
+
 def layouts(seconds: int, uncached_seconds: int, model_dirs: list[str] | None) -> list[dict]:
     torch.manual_seed(0)
     if model_dirs:
@@ -112,6 +161,8 @@ def main() -> None:
     parser.add_argument("--pipeline-seconds", type=int, default=30, help="EEG seconds per timed pipeline call (0: skip)")
     parser.add_argument("--memory-seconds", type=int, nargs="*", default=[60, 600],
                         help="lengths of the long generations (none: skip)")
+    parser.add_argument("--breakdown-seconds", type=int, default=4,
+                        help="EEG seconds of the per-part timing of the bundled LBM's sampling (0: skip)")
     parser.add_argument("--layouts", action="store_true", help="also time both layouts, with and without the cache")
     parser.add_argument("--seconds", type=int, default=4, help="--layouts: seconds of EEG per timed generation")
     parser.add_argument("--uncached-seconds", type=int, default=2, help="--layouts: seconds for the uncached runs")
@@ -121,6 +172,8 @@ def main() -> None:
     with torch.no_grad():
         if args.pipeline_seconds:
             results["pipeline"] = pipeline_speed(args.pipeline_seconds)
+        if args.breakdown_seconds:
+            results["breakdown"] = time_breakdown(args.breakdown_seconds)
         if args.memory_seconds:
             results["long_generations"] = long_generation_memory(args.memory_seconds)
         if args.layouts:

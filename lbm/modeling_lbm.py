@@ -145,7 +145,7 @@ class LBMAttention(nn.Module):
         Query i (absolute step L + i) attends keys 0..L + i.
         """
         # plain views, not einops: generation calls this 40 times per position, where parsing a pattern shows
-        q, k, v = self.qkv(x).unflatten(-1, (3, self.num_heads, -1)).permute(2, 0, 3, 1, 4)  # 3 x [B, H, T, Dh]
+        q, k, v = F.linear(x, self.qkv.weight).unflatten(-1, (3, self.num_heads, -1)).permute(2, 0, 3, 1, 4)  # 3 x [B, H, T, Dh]
         if past is not None:
             k, v = torch.cat((past[0], k), dim=2), torch.cat((past[1], v), dim=2)
         steps, total = x.shape[1], k.shape[2]
@@ -156,7 +156,7 @@ class LBMAttention(nn.Module):
             mask = torch.ones(steps, total, dtype=torch.bool, device=x.device).tril(diagonal=total - steps)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
                                            dropout_p=self.dropout if self.training else 0.0)
-        return self.proj(y.transpose(1, 2).flatten(2)), (k, v)
+        return F.linear(y.transpose(1, 2).flatten(2), self.proj.weight), (k, v)
 
 
 class LBMMLP(nn.Module):
@@ -166,7 +166,7 @@ class LBMMLP(nn.Module):
         self.fc2 = nn.Linear(int(dim * mlp_ratio), dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.gelu(self.fc1(x)))
+        return F.linear(F.gelu(F.linear(x, self.fc1.weight)), self.fc2.weight)
 
 
 class LBMBlock(nn.Module):
@@ -181,9 +181,13 @@ class LBMBlock(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, past=None):
-        y, kv = self.attn(self.norm1(x), past)
-        x = x + self.drop(y)
-        return x + self.drop(self.mlp(self.norm2(x))), kv
+        # norms, dropout and linears as functions of their parameters, not module calls: generation runs blocks 41
+        # times per position on one token, where each module call's overhead is a sizeable share of the work
+        norm1, norm2, p = self.norm1, self.norm2, self.drop.p
+        y, kv = self.attn(F.layer_norm(x, norm1.normalized_shape, norm1.weight, None, norm1.eps), past)
+        x = x + F.dropout(y, p, self.training)
+        y = F.layer_norm(x, norm2.normalized_shape, norm2.weight, None, norm2.eps)
+        return x + F.dropout(self.mlp(y), p, self.training), kv
 
 
 class LBMTransformer(nn.Module):
@@ -202,7 +206,7 @@ class LBMTransformer(nn.Module):
         for i, layer in enumerate(self.layers):
             x, kv = layer(x, past[i] if past else None)
             key_values.append(kv)
-        return self.norm(x), key_values
+        return F.layer_norm(x, self.norm.normalized_shape, self.norm.weight, None, self.norm.eps), key_values
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -393,23 +397,39 @@ class LBMForCausalLM(LBMPreTrainedModel):
                                                  (0, width - self._stream_sizes[m])) for m in range(hidden.shape[2])], 2)
         return logits.masked_fill(codes >= sizes[:, None], float("-inf"))
 
-    def _one_stream_logits(self, hidden: torch.Tensor, table: torch.Tensor, stream: int) -> torch.Tensor:
-        """hidden [B, d] -> logits [B, V_stream] over stream `stream`'s own codes."""
-        start = self._offsets[stream]
-        logits = hidden @ table[start:start + self._stream_sizes[stream]].T
-        if self.codeword_mean is not None:
-            logits = logits + self._codeword_scores(hidden, stream)
+    def _stream_heads(self, table: torch.Tensor) -> list[tuple]:
+        """Per stream, the constants of its logits (`_one_stream_logits`): its rows of the tied `table`, transposed
+        ([d, V_stream]), and with codeword scores those of `_codeword_head`. Generation makes them once per call."""
+        heads = []
+        for stream, (start, size) in enumerate(zip(self._offsets, self._stream_sizes)):
+            codeword = self._codeword_head(stream) if self.codeword_mean is not None else None
+            heads.append((table[start:start + size].T, codeword))
+        return heads
+
+    def _one_stream_logits(self, hidden: torch.Tensor, head: tuple, stream: int) -> torch.Tensor:
+        """hidden [B, d] and stream `stream`'s head (`_stream_heads`) -> logits [B, V_stream] over its own codes."""
+        table_t, codeword = head
+        logits = hidden @ table_t
+        if codeword is not None:
+            logits = logits + self._codeword_scores(hidden, stream, codeword)
         return logits
 
-    def _codeword_scores(self, hidden: torch.Tensor, stream: int) -> torch.Tensor:
-        """Depth hidden [..., d] of stream `stream` -> Gaussian scores [..., V_stream]: precision * (mean . w_j -
-        ||w_j||^2 / 2) = -precision / 2 * ||w_j - mean||^2 + a constant, over the stream's codewords w_j."""
+    def _codeword_head(self, stream: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Stream `stream`'s constants of `_codeword_scores`: its mean map ([d, D]), codewords ([D, V]) and
+        ||w_j||^2 / 2 ([V])."""
         start, end = self._codeword_slices[stream]
         words = self.codewords[: self._stream_sizes[stream], start:end]  # [V, D]
-        mean = hidden @ self.codeword_mean.weight[start:end].T  # [..., D]
+        return self.codeword_mean.weight[start:end].T, words.T, 0.5 * (words * words).sum(-1)
+
+    def _codeword_scores(self, hidden: torch.Tensor, stream: int, head: tuple | None = None) -> torch.Tensor:
+        """Depth hidden [..., d] of stream `stream` -> Gaussian scores [..., V_stream]: precision * (mean . w_j -
+        ||w_j||^2 / 2) = -precision / 2 * ||w_j - mean||^2 + a constant, over the stream's codewords w_j.
+        `head`: its `_codeword_head` (made here when None)."""
+        mean_map, words_t, half_norms = self._codeword_head(stream) if head is None else head
+        mean = hidden @ mean_map  # [..., D]
         log_precision = hidden @ self.codeword_precision[stream] + self.codeword_log_precision[stream]
         precision = log_precision.clamp(-12.0, 12.0).exp()[..., None]
-        return precision * (mean @ words.T - 0.5 * (words * words).sum(-1))
+        return precision * (mean @ words_t - half_norms)
 
     # ---- the two transformers -------------------------------------------------------------------------
 
@@ -788,6 +808,7 @@ class LBMForCausalLM(LBMPreTrainedModel):
             code = sample_logits(logits, stream_temperatures[stream], top_k, top_p, generator)
             return code.repeat(2) if guided else code
 
+        heads = self._stream_heads(self.token_embed.weight if self.flattened else self.depth_embed.weight)
         start_patch, cache = 0, None
         for q in range(prompt_patches * num_channels, tokens.shape[1]):
             patch = q // num_channels
@@ -813,7 +834,7 @@ class LBMForCausalLM(LBMPreTrainedModel):
                                                         ids[:, here].expand(-1, stream + 1)), dim=1)
                         hidden, _ = self._main(done[:, :, None], None, repeat(channel_ids), repeat(time_ids),
                                                streams, None, condition_ids)
-                    code = sample(self._one_stream_logits(hidden[:, -1], self.token_embed.weight, stream), stream)
+                    code = sample(self._one_stream_logits(hidden[:, -1], heads[stream], stream), stream)
                     tokens[:, q, stream] = code + self._offsets[stream]
                     if use_cache:
                         cache = LBMCache(kv, tokens[:, q, stream:stream + 1])
@@ -841,7 +862,7 @@ class LBMForCausalLM(LBMPreTrainedModel):
                 step = projected + extra[..., 0, :]
                 for stream in range(m):
                     depth, depth_past = self.depth_transformer(step[:, None], depth_past)
-                    code = sample(self._one_stream_logits(depth[:, 0], self.depth_embed.weight, stream), stream)
+                    code = sample(self._one_stream_logits(depth[:, 0], heads[stream], stream), stream)
                     tokens[:, q, stream] = code + self._offsets[stream]
                     if stream + 1 < m:
                         step = projected + self.depth_embed(tokens[:, q, stream]) + extra[..., stream + 1, :]

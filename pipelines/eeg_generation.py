@@ -216,13 +216,14 @@ class EEGGenerationPipeline(Pipeline):
                                            None if scale_codes is None else scale_codes[..., :prompt_patches]))
             pieces.append(decode_codes(self.eeg_tokenizer, codes[..., prompt_patches:], names,
                                        None if scale_codes is None else scale_codes[..., prompt_patches:]))
-        return {"eeg": np.concatenate(pieces, axis=-1), "channel_names": names, "prompt_seconds": prompt_patches,
+        eeg = pieces[0] if len(pieces) == 1 else np.concatenate(pieces, axis=-1)  # (an hour is 55 MB a copy)
+        return {"eeg": eeg, "channel_names": names, "prompt_seconds": prompt_patches,
                 "codes": codes, "scale_codes": scale_codes}
 
     def postprocess(self, outputs, return_raw=False):
         results = []
         for eeg in outputs["eeg"]:
-            item = {"eeg": eeg.astype(np.float32), "sampling_rate": SAMPLING_RATE,
+            item = {"eeg": eeg.astype(np.float32, copy=False), "sampling_rate": SAMPLING_RATE,
                     "channel_names": list(outputs["channel_names"]), "prompt_seconds": outputs["prompt_seconds"]}
             if return_raw:
                 item["raw"] = to_raw(eeg, outputs["channel_names"])

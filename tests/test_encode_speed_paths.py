@@ -72,9 +72,10 @@ def test_exact_search_is_blockwise_exact(block_rows):
 def test_rescoring_dot_products_are_those_of_the_fp32_matrix_product():
     """What makes bf16-rescore exact: its fp32 dot products are bitwise those of the search's matrix product."""
     vectors, codebook = random_case(600, 4096, 128, True)
-    candidates = torch.randint(0, 4096, (600, 8), generator=torch.Generator().manual_seed(1))
-    dots = quantization._exact_dots(vectors, codebook.t().contiguous(), candidates)
-    assert torch.equal(dots, (vectors @ codebook.t()).gather(1, candidates))
+    rows = torch.arange(600).repeat_interleave(8)
+    codes = torch.randint(0, 4096, (600 * 8,), generator=torch.Generator().manual_seed(1))
+    dots = quantization._exact_pair_dots(vectors, codebook, rows, codes)
+    assert torch.equal(dots, (vectors @ codebook.t())[rows, codes])
 
 
 def test_bf16_rescore_falls_back_on_uncertain_rows():

@@ -20,10 +20,10 @@ Nearest-codeword search (`EMACodebook.nearest`) gives exactly the codes of the r
   `SEARCH_BLOCK_ROWS` rows (or all of them), and a row's dot products do not depend on the other rows of its
   product (checked: MKL's sgemm accumulates every dot product in order, for 6 or more rows), so the distances,
   hence the codes (first index on ties), are bitwise those of the reference.
-- `"bf16-rescore"` (opt-in): candidate scores from a bf16 matrix product, the `SEARCH_CANDIDATES` best per row
-  rescored exactly (fp32 dot products accumulated in the order of the fp32 matrix product, then the reference
-  formula); a row whose candidates do not provably hold its nearest codeword (bf16 error bound) is searched
-  exactly. Identical codes by construction as long as the rescoring's dot products are bitwise those of the fp32
+- `"bf16-rescore"` (opt-in): candidate scores from a bf16 matrix product; every code within the bf16 error bound
+  of a row's best score is a candidate, and rows with several are rescored exactly (fp32 dot products accumulated
+  in the order of the fp32 matrix product, then the reference formula); a row with more than `SEARCH_CANDIDATES`
+  candidates is searched exactly. Identical codes by construction as long as the rescoring's dot products are bitwise those of the fp32
   product (true of MKL's sgemm on the CPUs measured; tests check it); only useful where bf16 matrix products are
   fast (AMX) and codebooks are large (below `BF16_MIN_WORK` codes x dim, e.g. the mdct bands, it searches
   exactly).
@@ -41,7 +41,8 @@ from torch import nn
 
 SEARCH_PRECISIONS = ("exact", "bf16-rescore")
 SEARCH_BLOCK_ROWS = 256  # rows per block of the search: a [256, 8192] fp32 block is 8 MiB
-SEARCH_CANDIDATES = 8  # bf16-rescore: candidates rescored exactly per row
+BF16_SEARCH_BLOCK_ROWS = 512  # bf16-rescore: a [512, 8192] bf16 block (8 MiB): fewer rounds of its small steps
+SEARCH_CANDIDATES = 8  # bf16-rescore: a row with more candidates than this is searched exactly
 BF16_MIN_WORK = 2048 * 64  # bf16-rescore only pays off on large codebooks (codes x dim); smaller: exact search
 SHARED_NORM_GROUPS = 32  # at most this many distinct |z|^2: one shared |z|^2 + |w|^2 row per value
 
@@ -152,16 +153,14 @@ def _exact_search(vectors: torch.Tensor, codebook: torch.Tensor, norms: torch.Te
     return indices
 
 
-def _exact_dots(vectors: torch.Tensor, codebook_t: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
-    """Dot products of every row of `vectors` [N, D] with its candidate codewords (`candidates` [N, C]), in fp32,
-    accumulated one coordinate at a time with fused multiply-adds, which is the order of the fp32 matrix product
-    (`codebook_t` [D, K] contiguous)."""
-    dim = vectors.shape[1]
-    columns = codebook_t.index_select(1, candidates.reshape(-1)).view(dim, *candidates.shape)  # [D, N, C]
-    rows = vectors.t().unsqueeze(-1)  # [D, N, 1]
-    dots = torch.zeros(candidates.shape, dtype=vectors.dtype, device=vectors.device)
-    for d in range(dim):
-        dots.addcmul_(rows[d], columns[d])
+def _exact_pair_dots(vectors: torch.Tensor, codebook: torch.Tensor, rows: torch.Tensor,
+                     codes: torch.Tensor) -> torch.Tensor:
+    """fp32 dot products of the pairs (vectors[rows[i]], codebook[codes[i]]) -> [P], accumulated one coordinate at a
+    time with fused multiply-adds, which is the order of the fp32 matrix product (so bitwise its values)."""
+    left, right = vectors[rows].t().contiguous(), codebook[codes].t().contiguous()  # [D, P] each
+    dots = torch.zeros(rows.shape, dtype=vectors.dtype, device=vectors.device)
+    for d in range(left.shape[0]):
+        dots.addcmul_(left[d], right[d])
     return dots
 
 
@@ -170,22 +169,21 @@ def _bf16_rescore_search(vectors: torch.Tensor, codebook: torch.Tensor, cache: _
                          normalized: bool = False):
     """bf16 candidate search + exact rescoring; returns (indices [N], number of rows searched exactly).
 
-    Codes are split into `stripes` interleaved groups (code r * L + l is member r of group l): per row, the
-    bf16 scores give each group's best score (one strided max), the `num_candidates` best groups, and each
-    such group's best member. A row is certain when (a) the last selected group's best score and (b) every
-    selected group's second-best member score lie more than a margin below the row's best score, the margin
-    bounding twice the bf16 error (inputs, output, accumulation) plus the rounding of the fp32 formula: then
-    every code that can be nearest is a candidate. A row whose best candidate alone scores within the margin of
-    the best score gets it; other candidates are rescored exactly; uncertain rows are searched exactly.
+    Codes are split into `stripes` interleaved groups (code r * L + l is member r of group l). Per row, the bf16
+    scores give each group's best score (one strided max) and the row's best score; the margin bounds twice the
+    bf16 error (inputs, output, accumulation) plus the rounding of the fp32 formula, so every code that can be
+    nearest scores within it of the best: those are the candidates, found through the groups that reach the
+    margin. A row with one candidate gets it; the others are rescored exactly (fp32, the reference formula,
+    first code on ties); a row with more than `num_candidates` candidates (e.g. a zero vector, equidistant
+    from all) is searched exactly.
     """
     num_rows, dim = vectors.shape
     size = codebook.shape[0]
     num_candidates = num_candidates or SEARCH_CANDIDATES
-    block_rows = block_rows or SEARCH_BLOCK_ROWS
+    bf16_rows = block_rows or BF16_SEARCH_BLOCK_ROWS  # (a given block_rows sets the exact search's blocks too)
     stripes = 16 if size % 16 == 0 and size // 16 >= 2 * num_candidates else 1
     groups = size // stripes
-    num_candidates = min(num_candidates, groups)
-    if num_rows == 0 or num_candidates < 2 or not bool(torch.isfinite(vectors).all()):
+    if num_rows == 0 or not bool(torch.isfinite(vectors).all()):
         return _exact_search(vectors, codebook, cache.norms, block_rows), num_rows
     norms = cache.norms
     spread, max_norm = cache.norm_range()
@@ -199,49 +197,56 @@ def _bf16_rescore_search(vectors: torch.Tensor, codebook: torch.Tensor, cache: _
     error = error + (0.5 * spread if rank_by_dot else 4 * unit * (size_bound + max_norm ** 2))
     rounding = 4 * unit * (vector_norms.pow(2) + max_norm ** 2 + 2 * size_bound)
     margin = 2 * error + 2 * rounding
-    candidates = torch.empty(num_rows, num_candidates, dtype=torch.long, device=vectors.device)
-    certain = torch.empty(num_rows, dtype=torch.bool, device=vectors.device)
-    several = torch.empty(num_rows, dtype=torch.bool, device=vectors.device)  # more than one candidate can win
+    indices = torch.empty(num_rows, dtype=torch.long, device=vectors.device)
+    pair_rows, pair_codes, crowded = [], [], []  # crowded: rows with too many candidates
     low_precision = vectors.to(torch.bfloat16)
     codebook_bf16_t = cache.bf16(codebook).t()
-    blocks = _row_blocks(num_rows, block_rows if vectors.device.type == "cpu" else num_rows)
+    blocks = _row_blocks(num_rows, bf16_rows if vectors.device.type == "cpu" else num_rows)
     scores = low_precision.new_empty(max(stop - start for start, stop in blocks), size)
     for start, stop in blocks:
-        rows = stop - start
-        block = torch.mm(low_precision[start:stop], codebook_bf16_t, out=scores[:rows])
+        height = stop - start
+        block = torch.mm(low_precision[start:stop], codebook_bf16_t, out=scores[:height])
         if not rank_by_dot:
             block = block.float().sub_(norms, alpha=0.5)
-        grid = block.view(rows, stripes, groups)
-        best_groups = grid.amax(dim=1).topk(num_candidates, dim=1)  # [rows, C], best first
-        threshold = best_groups.values[:, :1].float() - margin[start:stop, None]
-        ok = best_groups.values[:, -1].float() < threshold[:, 0]
-        if stripes > 1:
-            members = grid.gather(2, best_groups.indices.unsqueeze(1).expand(rows, stripes, num_candidates))
-            best_members = members.topk(2, dim=1)  # [rows, 2, C]
-            ok &= (best_members.values[:, 1].float() < threshold).all(dim=1)
-            candidates[start:stop] = best_members.indices[:, 0] * groups + best_groups.indices
-        else:
-            candidates[start:stop] = best_groups.indices
-        certain[start:stop] = ok
-        # the nearest codeword scores above the threshold: if only the best candidate does, it is the one
-        several[start:stop] = (best_groups.values[:, 1].float() >= threshold[:, 0]) | ~ok
-        if stripes > 1:
-            several[start:stop] |= best_members.values[:, 1, 0].float() >= threshold[:, 0]
-    indices = candidates[:, 0].clone()
-    rescore = (several & certain).nonzero().squeeze(1)
-    if rescore.numel():
-        chosen, _ = candidates[rescore].sort(dim=1)  # ties go to the first code, as argmin
-        subset = vectors[rescore]
-        dots = _exact_dots(subset, cache.transposed(codebook), chosen)
-        distances = torch.sub(subset.pow(2).sum(dim=1, keepdim=True) + norms[chosen], dots, alpha=2)
-        indices[rescore] = chosen.gather(1, distances.argmin(dim=1, keepdim=True)).squeeze(1)
-    fallback = (~certain).nonzero().squeeze(1)
-    if fallback.numel():
-        rows = vectors[fallback]
-        if rows.shape[0] < 8:  # keep the matrix product on its usual path (its dot products, bitwise)
-            rows = torch.cat((rows, rows.new_zeros(8 - rows.shape[0], dim)))
-        indices[fallback] = _exact_search(rows, codebook, norms, block_rows)[: fallback.numel()]
-    return indices, int(fallback.numel())
+        grid = block.view(height, stripes, groups)
+        group_best = grid.amax(dim=1)  # [rows, groups]
+        best, best_group = group_best.max(dim=1)
+        threshold = best.float() - margin[start:stop]  # a code scoring below it cannot be nearest
+        reaching = group_best >= threshold[:, None]  # [rows, groups]
+        members = grid.gather(2, best_group.view(height, 1, 1).expand(height, stripes, 1)).squeeze(2)  # [rows, stripes]
+        reached = reaching.sum(dim=1)  # each reaching group holds at least one candidate
+        single = (reached == 1) & ((members >= threshold[:, None]).sum(dim=1) == 1)
+        indices[start:stop] = members.argmax(dim=1) * groups + best_group  # right where `single`
+        crowded.append((reached > num_candidates).nonzero().squeeze(1) + start)
+        # the other rows: every (row, group) that reaches the margin, then its members that do
+        row, group = (reaching & (~single & (reached <= num_candidates))[:, None]).nonzero(as_tuple=True)
+        member_scores = grid[row, :, group]  # [P, stripes]
+        pair, member = (member_scores >= threshold[row, None]).nonzero(as_tuple=True)
+        pair_rows.append(row[pair] + start)
+        pair_codes.append(member * groups + group[pair])
+    rows, codes = torch.cat(pair_rows), torch.cat(pair_codes)
+    counts = torch.bincount(rows, minlength=num_rows)
+    crowded = torch.cat(crowded + [(counts > num_candidates).nonzero().squeeze(1)])  # searched exactly below
+    if crowded.numel():
+        keep = counts[rows] <= num_candidates
+        rows, codes = rows[keep], codes[keep]
+    if rows.numel():
+        dots = _exact_pair_dots(vectors, codebook, rows, codes)
+        squared = vectors[rows].pow(2).sum(dim=1)  # as the reference: |z|^2 + |w|^2 - 2 z.w
+        distances = torch.sub(squared + norms[codes], dots, alpha=2)
+        nearest = torch.full((num_rows,), float("inf"), dtype=distances.dtype, device=vectors.device)
+        nearest.scatter_reduce_(0, rows, distances, "amin")
+        first = torch.full((num_rows,), size, dtype=torch.long, device=vectors.device)
+        first.scatter_reduce_(0, rows, torch.where(distances == nearest[rows], codes, size), "amin")  # first on ties
+        rescored = counts > 0
+        rescored[crowded] = False
+        indices[rescored] = first[rescored]
+    if crowded.numel():
+        subset = vectors[crowded]
+        if subset.shape[0] < 8:  # keep the matrix product on its usual path (its dot products, bitwise)
+            subset = torch.cat((subset, subset.new_zeros(8 - subset.shape[0], dim)))
+        indices[crowded] = _exact_search(subset, codebook, norms, block_rows)[: crowded.numel()]
+    return indices, int(crowded.numel())
 
 
 def _distributed() -> bool:
