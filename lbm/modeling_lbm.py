@@ -145,7 +145,7 @@ class LBMAttention(nn.Module):
         Query i (absolute step L + i) attends keys 0..L + i.
         """
         # plain views, not einops: generation calls this 40 times per position, where parsing a pattern shows
-        q, k, v = F.linear(x, self.qkv.weight).unflatten(-1, (3, self.num_heads, -1)).permute(2, 0, 3, 1, 4)  # 3 x [B, H, T, Dh]
+        q, k, v = self.qkv(x).unflatten(-1, (3, self.num_heads, -1)).permute(2, 0, 3, 1, 4)  # 3 x [B, H, T, Dh]
         if past is not None:
             k, v = torch.cat((past[0], k), dim=2), torch.cat((past[1], v), dim=2)
         steps, total = x.shape[1], k.shape[2]
@@ -156,7 +156,7 @@ class LBMAttention(nn.Module):
             mask = torch.ones(steps, total, dtype=torch.bool, device=x.device).tril(diagonal=total - steps)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
                                            dropout_p=self.dropout if self.training else 0.0)
-        return F.linear(y.transpose(1, 2).flatten(2), self.proj.weight), (k, v)
+        return self.proj(y.transpose(1, 2).flatten(2)), (k, v)
 
 
 class LBMMLP(nn.Module):
@@ -166,7 +166,7 @@ class LBMMLP(nn.Module):
         self.fc2 = nn.Linear(int(dim * mlp_ratio), dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(F.gelu(F.linear(x, self.fc1.weight)), self.fc2.weight)
+        return self.fc2(F.gelu(self.fc1(x)))
 
 
 class LBMBlock(nn.Module):
@@ -181,8 +181,9 @@ class LBMBlock(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, past=None):
-        # norms, dropout and linears as functions of their parameters, not module calls: generation runs blocks 41
-        # times per position on one token, where each module call's overhead is a sizeable share of the work
+        # norms and dropout as functions, not module calls: generation runs blocks 41 times per position on one
+        # token, where each call's overhead is a sizeable share of the work (the Linears stay modules: adapters
+        # such as LoRA wrap them)
         norm1, norm2, p = self.norm1, self.norm2, self.drop.p
         y, kv = self.attn(F.layer_norm(x, norm1.normalized_shape, norm1.weight, None, norm1.eps), past)
         x = x + F.dropout(y, p, self.training)

@@ -23,10 +23,10 @@ Nearest-codeword search (`EMACodebook.nearest`) gives exactly the codes of the r
 - `"bf16-rescore"` (opt-in): candidate scores from a bf16 matrix product; every code within the bf16 error bound
   of a row's best score is a candidate, and rows with several are rescored exactly (fp32 dot products accumulated
   in the order of the fp32 matrix product, then the reference formula); a row with more than `SEARCH_CANDIDATES`
-  candidates is searched exactly. Identical codes by construction as long as the rescoring's dot products are bitwise those of the fp32
-  product (true of MKL's sgemm on the CPUs measured; tests check it); only useful where bf16 matrix products are
-  fast (AMX) and codebooks are large (below `BF16_MIN_WORK` codes x dim, e.g. the mdct bands, it searches
-  exactly).
+  candidates is searched exactly. Identical codes by construction as long as the rescoring's dot products are
+  bitwise those of the fp32 product (true of MKL's sgemm on the CPUs measured; tests check it); only useful where
+  bf16 matrix products are fast (AMX) and codebooks are large (below `BF16_MIN_WORK` codes x dim, e.g. the mdct
+  bands, it searches exactly).
 """
 
 from __future__ import annotations
