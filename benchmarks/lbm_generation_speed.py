@@ -6,7 +6,9 @@
 1. `pipeline("eeg-generation")` with the bundled models, 19-channel 10-20, `--pipeline-seconds` of EEG (model load and a
    one-second warm-up excluded): one sample, `num_samples=8`, and a condition with guidance 2. The real-time factor is
    seconds of EEG per second of wall time (> 1: faster than real time).
-   Then where the time goes: milliseconds per position of each part of `generate` (`--breakdown-seconds`).
+   Then where the time goes: milliseconds per position of each part of `generate` (`--breakdown-seconds`), and what
+   the same networks cost when a second's 19 channels are sampled together (19 rows per step), the bound of a model
+   factorised that way.
 2. Long generations in bounded memory: for each of `--memory-seconds`, one pipeline call in a fresh process; its peak
    resident memory (`ru_maxrss`) and wall time. The context window slides, so memory should not grow with length.
 3. `--layouts`: positions/s of both layouts with and without the KV cache (small configs with random weights: speed
@@ -136,6 +138,27 @@ def time_breakdown(seconds: int) -> dict:
     return {"ms_per_position": 1000 * total / positions, "parts": rows}
 
 
+def channel_parallel_cost(seconds: int) -> dict:
+    """What sampling would cost if the channels of a second were sampled together (a model factorised that way): the
+    bundled LBM's networks sampling 19 one-channel rows per step, `seconds` long, against its own 19 channels in
+    sequence. Same layers, widths and depth steps; only the number of sequential steps differs (codes not used)."""
+    model = LBMForCausalLM.from_pretrained(str(Path(__file__).resolve().parents[1] / "lbm" / "pretrained" / "lbm-small"))
+    model.eval()
+    generator = torch.Generator().manual_seed(0)
+    model.generate(["cz"], num_patches=1, batch_size=len(MONTAGE), generator=generator)  # warm-up
+    start = time.perf_counter()
+    model.generate(["cz"], num_patches=seconds, batch_size=len(MONTAGE), generator=generator)
+    parallel = time.perf_counter() - start
+    start = time.perf_counter()
+    model.generate(MONTAGE, num_patches=seconds, generator=generator)
+    sequential = time.perf_counter() - start
+    print(f"\nSampling {seconds} s of 19 channels with the bundled LBM's networks (decode excluded): channels in sequence "
+          f"(the model) {sequential:.2f} s = {seconds / sequential:.1f}x real time; 19 rows per step (the cost of a "
+          f"model that samples a second's channels together) {parallel:.2f} s = {seconds / parallel:.1f}x real time")
+    return {"sequential_seconds": sequential, "parallel_seconds": parallel,
+            "sequential_real_time_factor": seconds / sequential, "parallel_real_time_factor": seconds / parallel}
+
+
 def layouts(seconds: int, uncached_seconds: int, model_dirs: list[str] | None) -> list[dict]:
     torch.manual_seed(0)
     if model_dirs:
@@ -174,6 +197,8 @@ def main() -> None:
             results["pipeline"] = pipeline_speed(args.pipeline_seconds)
         if args.breakdown_seconds:
             results["breakdown"] = time_breakdown(args.breakdown_seconds)
+        if args.pipeline_seconds:
+            results["channel_parallel_cost"] = channel_parallel_cost(args.pipeline_seconds)
         if args.memory_seconds:
             results["long_generations"] = long_generation_memory(args.memory_seconds)
         if args.layouts:
