@@ -182,9 +182,12 @@ class LBMConfig(PretrainedConfig):
             raise ValueError(f"unknown condition {condition!r}; the model knows: {known}")
         return names.index(condition) + 1
 
-    def stream_temperatures(self, temperature: float) -> list[float]:
-        """The M per-stream sampling temperatures for `temperature`: times `stream_temperature_scales` if set."""
-        return [temperature * scale for scale in (self.stream_temperature_scales or [1.0] * self.num_streams)]
+    def stream_temperatures(self, temperature: float | list[float]) -> list[float]:
+        """The M per-stream sampling temperatures for `temperature` (one for every stream, or M of them): times
+        `stream_temperature_scales` if set."""
+        if isinstance(temperature, (int, float)):
+            temperature = [temperature] * self.num_streams
+        return [t * scale for t, scale in zip(temperature, self.stream_temperature_scales or [1.0] * self.num_streams)]
 
     @property
     def positions_per_context(self) -> int:

@@ -39,7 +39,7 @@ from neurorvq.tokenizer.loading import BUNDLED, load_pretrained
 
 from .configuration_lbm import LBMConfig
 from .layout import channel_and_time_ids, codes_to_positions, positions_to_codes
-from .sampling import check_sampling_controls, check_temperature
+from .sampling import check_sampling_controls, check_stream_temperatures
 
 SPATIAL_KEY_SIZE = 16  # per head, channel-to-channel attention of `spatial_context`
 
@@ -469,11 +469,14 @@ class LBMForCausalLM(LBMPreTrainedModel):
         batch, num_positions, _ = hidden.shape
         h = self.depth_in(hidden)[:, :, None]
         codes = torch.cat((torch.zeros_like(h), self.depth_embed(known)), dim=2)
-        x = h + codes + self.depth_position[: known.shape[-1] + 1]
-        if neighbour_inputs is not None:
-            x = x + neighbour_inputs[:, :, : known.shape[-1] + 1]
+        x = h + codes + self._depth_offsets(neighbour_inputs)[..., : known.shape[-1] + 1, :]
         out, _ = self.depth_transformer(self.drop(x.flatten(0, 1)))
         return out.reshape(batch, num_positions, -1, out.shape[-1])
+
+    def _depth_offsets(self, neighbour_inputs: torch.Tensor | None) -> torch.Tensor:
+        """What depth input i adds to the projected main hidden state and stream i-1's code embedding: stream i's
+        position embedding, plus its neighbour inputs ([..., M, d]) when given -> [..., M, d]."""
+        return self.depth_position if neighbour_inputs is None else self.depth_position + neighbour_inputs
 
     def _codeword_vectors(self, tokens: torch.LongTensor) -> torch.Tensor:
         """Offset tokens [B, L, M] -> each stream's codeword, side by side: [B, L, sum of codeword dims] (positions not
@@ -765,12 +768,8 @@ class LBMForCausalLM(LBMPreTrainedModel):
         if isinstance(num_patches, bool) or not isinstance(num_patches, int) or num_patches <= 0:
             raise ValueError(f"num_patches must be a positive integer, got {num_patches!r}")
         temperature, top_k, top_p = check_sampling_controls(temperature, top_k, top_p)
-        if stream_temperatures is None:
-            stream_temperatures = self.config.stream_temperatures(temperature)
-        if len(stream_temperatures) != self.num_streams:
-            raise ValueError(f"stream_temperatures must give one temperature per stream ({self.num_streams}: "
-                             f"{', '.join(self.code_layout.stream_names)}), got {len(stream_temperatures)}")
-        stream_temperatures = [check_temperature(t) for t in stream_temperatures]
+        stream_temperatures = check_stream_temperatures(
+            self.config, self.config.stream_temperatures(temperature) if stream_temperatures is None else stream_temperatures)
         batch = batch_size if prompt_codes is None else (prompt_codes.shape[0] if isinstance(prompt_codes, torch.Tensor)
                                                          and prompt_codes.dim() == 5 else None)
         index = self.channel_indices(channels, batch)
@@ -859,7 +858,7 @@ class LBMForCausalLM(LBMPreTrainedModel):
                     neighbour_inputs = spatial if neighbour_inputs is None else neighbour_inputs + spatial
                 # depth transformer, one stream at a time with its own key/value cache: input i as in `_depth`
                 projected, depth_past = self.depth_in(hidden[:, 0]), None  # [B, d]
-                extra = self.depth_position if neighbour_inputs is None else self.depth_position + neighbour_inputs[:, 0]
+                extra = self._depth_offsets(None if neighbour_inputs is None else neighbour_inputs[:, 0])  # [B, M, d]
                 step = projected + extra[..., 0, :]
                 for stream in range(m):
                     depth, depth_past = self.depth_transformer(step[:, None], depth_past)

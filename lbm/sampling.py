@@ -87,8 +87,18 @@ def check_count(name: str, value, minimum: int = 1) -> int:
     return int(value)
 
 
+def check_stream_temperatures(lbm_config, temperatures) -> list[float]:
+    """One valid temperature per stream of `lbm_config`'s layout, or a `ValueError` naming the streams."""
+    temperatures = list(temperatures)
+    names = lbm_config.code_layout.stream_names
+    if len(temperatures) != len(names):
+        raise ValueError(f"stream_temperatures must give one temperature per stream ({len(names)}: "
+                         f"{', '.join(names)}), got {len(temperatures)}")
+    return [check_temperature(t) for t in temperatures]
+
+
 __all__ = ["HIGH_TEMPERATURE", "MAX_TEMPERATURE", "check_count", "check_sampling_controls", "check_seed",
-           "check_temperature", "check_top_k", "check_top_p"]
+           "check_stream_temperatures", "check_temperature", "check_top_k", "check_top_p"]
 
 
 def band_temperatures(lbm_config, tokenizer_config, temperature: float, slow_temperature: float) -> list[float]:
@@ -102,5 +112,4 @@ def band_temperatures(lbm_config, tokenizer_config, temperature: float, slow_tem
         is_slow = (getattr(tokenizer_config, "token_design", "released") == "mdct"
                    and tokenizer_config.band_edges[s + 1] <= tokenizer_config.gain_split)
         slow += [is_slow] * layout.num_quantizers
-    scales = lbm_config.stream_temperature_scales or [1.0] * len(slow)
-    return [(slow_temperature if is_slow else temperature) * scale for is_slow, scale in zip(slow, scales)]
+    return lbm_config.stream_temperatures([slow_temperature if is_slow else temperature for is_slow in slow])

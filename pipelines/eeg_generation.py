@@ -33,6 +33,7 @@ from neurorvq.lbm.sampling import (
     check_count,
     check_sampling_controls,
     check_seed,
+    check_stream_temperatures,
     check_temperature,
     check_top_k,
     check_top_p,
@@ -126,13 +127,9 @@ class EEGGenerationPipeline(Pipeline):
             if kwargs.get(name) is not None:
                 kwargs[name] = check_temperature(kwargs[name])
         if kwargs.get("stream_temperatures") is not None:
-            streams = list(kwargs["stream_temperatures"])
-            if len(streams) != self.model.num_streams:
-                raise ValueError(f"stream_temperatures must give one temperature per stream ({self.model.num_streams}: "
-                                 f"{', '.join(self.model.code_layout.stream_names)}), got {len(streams)}")
             if kwargs.get("slow_temperature") is not None:
                 raise ValueError("give stream_temperatures or slow_temperature, not both")
-            kwargs["stream_temperatures"] = [check_temperature(t) for t in streams]
+            kwargs["stream_temperatures"] = check_stream_temperatures(self.model.config, kwargs["stream_temperatures"])
         for name, check in (("top_k", check_top_k), ("top_p", check_top_p), ("seed", check_seed)):
             if name in kwargs:
                 kwargs[name] = check(kwargs[name])
