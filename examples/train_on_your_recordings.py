@@ -41,7 +41,7 @@ def main() -> None:
 
     steps = dict(batch_size=args.batch_size, warmup_steps=0, progress=False, logging_steps=1)
     tokenizer_config = NeuroRVQConfig.from_json_file(args.tokenizer_config)
-    if tokenizer_config.token_design == "released":  # scale tokens: LBM samples then decode from codes alone
+    if tokenizer_config.amplitude_side_information != "scale_tokens":  # scale tokens: LBM samples then decode from codes alone
         tokenizer_config.amplitude_side_information = "scale_tokens"
     tokenizer, _ = train_tokenizer(tokenizer_config, out / "data",
                                    TrainingArguments(output_dir=str(out / "tokenizer"), max_steps=args.tokenizer_steps,

@@ -5,7 +5,7 @@
     out["codes"]                     # LongTensor [1, S, K, C, A]: A one-second patches of the whole recording
     out["scale_codes"]               # LongTensor [1, 2, C, A] (amplitude tokens) or None
     rec = pipeline("eeg-reconstruction", model=...)("recording.edf")
-    rec["reconstruction"], rec["original"]   # np.ndarray [C, A*200] µV at 200 Hz
+    rec["reconstruction"], rec["original"]   # np.ndarray [C, A*200] µV at 200 Hz (the tokenizer's rate)
     rec["zscored_mse"], rec["pcc"]           # the paper's z-scored MSE and mean per-channel Pearson r
 
 Recordings are preprocessed by the released feature extractor (channels outside the vocabulary dropped), cut
@@ -18,7 +18,7 @@ from typing import Any
 
 from transformers import Pipeline
 
-from ._eeg import SAMPLING_RATE, decode_codes, encode_windows, load_recording, to_raw
+from ._eeg import decode_codes, encode_windows, load_recording, to_raw
 
 _PREPROCESS = ("channel_names", "sampling_rate", "max_seconds")
 
@@ -45,16 +45,18 @@ class _RecordingPipeline(Pipeline):
         if max_seconds is not None and (isinstance(max_seconds, bool) or not isinstance(max_seconds, int)
                                         or max_seconds < 1):
             raise ValueError(f"max_seconds must be a positive integer, got {max_seconds!r}")
-        return {"windows": load_recording(recording, channel_names, sampling_rate, max_seconds=max_seconds),
+        return {"windows": load_recording(recording, channel_names, sampling_rate, max_seconds=max_seconds,
+                                          config=self.model.config),
                 "max_seconds": max_seconds}
 
     def _encode(self, inputs) -> dict:
         encoded = encode_windows(self.model, inputs["windows"])
         if inputs["max_seconds"] is not None:
-            a = inputs["max_seconds"]
+            samples = inputs["max_seconds"] * self.model.config.sampling_rate
+            a = samples // self.model.config.patch_size  # patches in max_seconds
             encoded["codes"] = encoded["codes"][..., :a]
             encoded["scale_codes"] = None if encoded["scale_codes"] is None else encoded["scale_codes"][..., :a]
-            encoded["eeg"] = encoded["eeg"][:, : a * SAMPLING_RATE]
+            encoded["eeg"] = encoded["eeg"][:, :samples]
         return encoded
 
 
@@ -72,7 +74,7 @@ class EEGTokenizationPipeline(_RecordingPipeline):
 
 class EEGReconstructionPipeline(_RecordingPipeline):
     """Recording -> encode -> decode. Returns `{"original": [C, T] µV (preprocessed input), "reconstruction":
-    [C, T] µV, "zscored_mse": float, "pcc": float, "channel_names", "sampling_rate": 200, "codes",
+    [C, T] µV, "zscored_mse": float, "pcc": float, "channel_names", "sampling_rate" (the tokenizer's, Hz), "codes",
     "scale_codes"}` (+ `"raw"`: the reconstruction as `mne.io.RawArray` in Volts with `return_raw=True`).
     Call args: `channel_names`, `sampling_rate`, `max_seconds`, `return_raw`, `normalize_phase` and `noise_filling`
     (default False: the MSE-optimal decoding the metrics are defined with; True: real band powers at a higher MSE)."""
@@ -89,10 +91,11 @@ class EEGReconstructionPipeline(_RecordingPipeline):
         reconstruction = decode_codes(self.model, encoded["codes"], names, encoded["scale_codes"],
                                       normalize_phase=normalize_phase, noise_filling=noise_filling)[0]
         original = encoded["eeg"]
+        rate = self.model.config.sampling_rate
         out = {"original": original, "reconstruction": reconstruction, "channel_names": names,
-               "sampling_rate": SAMPLING_RATE, "zscored_mse": zscored_mse(original, reconstruction),
+               "sampling_rate": rate, "zscored_mse": zscored_mse(original, reconstruction),
                "pcc": pearson_correlation(original, reconstruction), "codes": encoded["codes"],
                "scale_codes": encoded["scale_codes"]}
         if return_raw:
-            out["raw"] = to_raw(reconstruction, names)
+            out["raw"] = to_raw(reconstruction, names, rate)
         return out

@@ -204,3 +204,74 @@ def test_tokenize_dataset_carries_labels(tmp_path):
     assert list(codes["label"]) == list(windows["label"]) == ["", "task", "", "rest", ""]
     assert list(load_codes(tmp_path / "codes", "validation")["label"]) == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["codes", "prepared", "rec_raw.fif"]  # no scratch left
+
+
+# ---- the corpus policy: reserved hold-out subjects and the corpus' labels, as data ---------------------------
+
+# shared/data/eeg/README.md, "Split discipline": EEGMAT Subjects 30-35 and EEGMMIDB S020-S024, S032, S042, S047, S088
+README_RESERVED = ([f"eegmat/Subject{n}" for n in range(30, 36)]
+                   + [f"eegmmidb/S{n:03d}" for n in (20, 21, 22, 23, 24, 32, 42, 47, 88)])
+
+
+def test_every_reserved_subject_of_the_readme_is_skipped(tmp_path):
+    # file names as the corpus lays them out (EEGMAT flat, EEGMMIDB a folder per subject); the files are never read:
+    # reserved subjects are skipped from their names, before any file is opened
+    corpus, files = tmp_path / "corpus", []
+    for subject in README_RESERVED:
+        dataset, name = subject.split("/")
+        for relative in ([f"{name}_1.edf", f"{name}_2.edf"] if dataset == "eegmat" else
+                         [f"{name}/{name}R01.edf", f"{name}/{name}R04.edf"]):
+            path = corpus / dataset / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(b"not read")
+            files.append(path)
+    with pytest.warns(UserWarning, match="is reserved for the hold-out set"), \
+            pytest.raises(ValueError, match="no recording could be prepared") as error:
+        prepare_dataset([corpus], tmp_path / "prepared", progress=False)
+    for path in files:
+        assert f"{path}: reserved hold-out subject" in str(error.value)
+    assert not (tmp_path / "prepared").exists()
+
+
+def test_the_reserved_list_is_the_readmes(eeg_dir):
+    import re
+
+    from neurorvq.tokenizer.data import load_corpus_policy
+
+    line = next(line for line in (eeg_dir / "README.md").read_text().splitlines() if "Reserved subjects" in line)
+    eegmat, eegmmidb = line.split("EEGMAT", 1)[1].split("EEGMMIDB", 1)
+    named = {f"eegmat/Subject{n}" for a, b in re.findall(r"(\d+)\s*[–-]\s*(\d+)", eegmat) for n in range(int(a), int(b) + 1)}
+    named |= {f"eegmmidb/S{n:03d}" for a, b in re.findall(r"S(\d{3})\s*[–-]\s*S(\d{3})", eegmmidb)
+              for n in range(int(a), int(b) + 1)}
+    named |= {f"eegmmidb/S{n}" for n in re.findall(r"S(\d{3})", eegmmidb)}
+    assert named == set(README_RESERVED)
+    policy = load_corpus_policy()
+    assert all(policy.is_reserved(subject) for subject in named)
+    assert not any(policy.is_reserved(s) for s in ("eegmat/Subject29", "eegmat/Subject00", "eegmmidb/S019",
+                                                   "eegmmidb/S001", "eegmmidb/S025"))
+
+
+def test_corpus_policy_is_a_data_file_and_a_prepare_option(tmp_path):
+    from neurorvq.pipelines.cli import main
+    from neurorvq.tokenizer.data import DEFAULT_CORPUS_POLICY, load_corpus_policy
+
+    shipped = load_corpus_policy()
+    assert shipped.source == str(DEFAULT_CORPUS_POLICY) and DEFAULT_CORPUS_POLICY.parent.name == "corpus"
+    # one copy: configs/corpus/shared-eeg.json is the file the package ships (and `prepare` reads by default)
+    assert (REPO_ROOT / "configs" / "corpus" / "shared-eeg.json").resolve() == DEFAULT_CORPUS_POLICY.resolve()
+    assert resolve_labels(policy=shipped).to_dict() == resolve_labels(label_map=shipped.label_map,
+                                                                      file_labels=shipped.file_labels).to_dict()
+    mine = tmp_path / "mine.json"
+    mine.write_text(json.dumps({"reserved_subjects": ["lab/P0?"], "file_labels": {"*_rest.edf": "rest"}}))
+    policy = load_corpus_policy(mine)
+    assert policy.is_reserved("lab/P07") and not policy.is_reserved("lab/P17")
+    assert resolve_labels(policy=policy).file_label(Path("x/P07_rest.edf")) == "rest"
+    for text, words in [("[]", "JSON object"), ('{"reserved": []}', "keys among"),
+                        ('{"reserved_subjects": "S088"}', "list of subject ids"),
+                        ('{"file_labels": {"*.edf": ""}}', "non-empty string"), ("{", "not valid JSON")]:
+        mine.write_text(text)
+        with pytest.raises(ValueError, match=words):
+            load_corpus_policy(mine)
+    assert main(["prepare", str(tmp_path), "-o", str(tmp_path / "out"), "--corpus-policy", str(mine)]) == 2
+    assert main(["prepare", str(tmp_path), "-o", str(tmp_path / "out"), "--corpus-policy",
+                 str(tmp_path / "missing.json")]) == 2

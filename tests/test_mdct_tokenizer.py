@@ -139,6 +139,42 @@ def test_mdct_decode_needs_the_scale_codes():
         model.decode(codes, ["c3", "c4"])
 
 
+def test_designs_say_what_callers_need_and_keep_their_weight_names():
+    released = NeuroRVQTokenizer(NeuroRVQConfig.from_json_file(str(REPO_ROOT / "configs/tokenizer/tiny.json")))
+    mdct = NeuroRVQTokenizer(NeuroRVQConfig.from_json_file(str(TINY_MDCT)))
+    assert (released.encodes_whole_recordings, released.decodes_whole_recordings, released.max_window_tokens,
+            released.supports_noise_filling) == (False, False, 256, False)
+    assert (mdct.encodes_whole_recordings, mdct.decodes_whole_recordings, mdct.max_window_tokens,
+            mdct.supports_noise_filling) == (True, True, None, False)
+    assert released.config.slow_scales == [False] * 4 and not released.config.scales_are_frequency_bands
+    assert mdct.config.slow_scales == [True, False, False] and mdct.config.scales_are_frequency_bands  # gain_split 16
+    mdct.config.noise_filling_levels = [0.1] * 200
+    assert mdct.supports_noise_filling
+    # one module per design; its parts are the tokenizer's submodules under the names saved weights use
+    assert type(released.design).__name__ == "ReleasedDesign" and type(mdct.design).__name__ == "MdctDesign"
+    assert {k.split(".")[0] for k in released.state_dict()} == {"encoder", "quantizers", "decoder"}
+    assert {k.split(".")[0] for k in mdct.state_dict()} == {"quantizers", "refiner"}
+    assert mdct.design.refiner is mdct.refiner and mdct.design.quantizers is mdct.quantizers
+    mdct.refiner = None  # a part replaced on the tokenizer is the one the design runs
+    assert mdct.design.refiner is None and not any(k.startswith("refiner") for k in mdct.state_dict())
+    with pytest.raises(ValueError, match="decode_spectrum belongs to the released design"):
+        mdct.decode_spectrum(torch.zeros(1, 3, 2, 2, 3, dtype=torch.long), ["c3", "c4"])
+    with pytest.raises(ValueError, match="mdct_shapes belongs to the mdct design"):
+        released.mdct_shapes(torch.zeros(1, 2, 3, 200))
+
+
+def test_each_design_validates_its_own_fields():
+    mdct = dict(token_design="mdct", amplitude_side_information="scale_tokens", quantizer_type="standard")
+    assert NeuroRVQConfig(**mdct, hidden_size=7).hidden_size == 7  # a released-design field: not the mdct's concern
+    with pytest.raises(ValueError, match="hidden_size"):
+        NeuroRVQConfig(hidden_size=7)
+    with pytest.raises(ValueError, match="refiner_heads"):
+        NeuroRVQConfig(**mdct, refiner_heads=0)
+    config = NeuroRVQConfig(**mdct)  # every field is an attribute, whatever the design: config.json keeps them all
+    assert config.conv_kernel_sizes == [[21, 9], [15, 7], [9, 5], [5, 3]] and config.band_edges == [0, 16, 32, 60, 200]
+    assert NeuroRVQConfig.from_dict(config.to_dict()).to_dict() == config.to_dict()
+
+
 def test_mdct_config_is_validated():
     with pytest.raises(ValueError, match="band_edges"):
         NeuroRVQConfig(token_design="mdct", band_edges=[0, 50, 40, 200], amplitude_side_information="scale_tokens",
@@ -346,12 +382,12 @@ def test_chunked_noise_filling_equals_whole_and_is_reproducible(long_codes):
 
 
 def test_default_decode_is_chunked_by_decode_chunk_patches(long_codes, monkeypatch):
-    from neurorvq.tokenizer import modeling_neurorvq
+    from neurorvq.tokenizer import design_mdct
 
     model, (codes, scale_codes) = chunking_model(), long_codes
     whole = model.decode(codes, NAMES3, scale_codes=scale_codes, chunk_patches=23)
-    monkeypatch.setattr(modeling_neurorvq, "DECODE_CHUNK_PATCHES", 6)  # -> 8 (two refiner windows)
-    assert model._decode_chunk(None, 3) == 8
+    monkeypatch.setattr(design_mdct, "DECODE_CHUNK_PATCHES", 6)  # -> 8 (two refiner windows)
+    assert model.design.decode_chunk(None, 3) == 8
     assert_same_signal(model.decode(codes, NAMES3, scale_codes=scale_codes), whole)
 
 

@@ -246,6 +246,42 @@ def test_reconstruct_refuses_to_write_over_its_input(eeg_dir, tmp_path, capsys):
     assert recording.read_bytes() == before
 
 
+@pytest.mark.parametrize("argv, words", [
+    (["reconstruct", "REC", "--out", "x.edf", "--plot", "x.edf"], ["--out", "--plot", "are the same file"]),
+    (["reconstruct", "REC", "--out", "x.edf", "--plot", "./sub/../x.edf"], ["--out", "--plot", "are the same file"]),
+    (["reconstruct", "REC", "--out", "x.edf", "--plot", "x.edf.txt"], ["--plot", "must end in .png or .pdf or .svg"]),
+    (["reconstruct", "REC", "--out", "x.png", "--plot", "x_plot.png"], ["--out", "must end in .edf"]),
+    (["reconstruct", "REC", "--out", "REC"], ["--out", "is the input recording"]),
+    (["generate", "--seconds", "1", "--out", "x.edf", "--plot", "x.edf"], ["--out", "--plot", "are the same file"]),
+    (["generate", "--seconds", "1", "--out", "x.fif", "--prompt", "REC", "--plot", "REC"], ["is the input recording"]),
+    (["evaluate-tokenizer", "nope", "--data", "nope", "--output", "m.json", "--figure", "m.json"],
+     ["--output", "--figure", "are the same file"]),
+    (["evaluate-tokenizer", "nope", "--data", "nope", "--output", "metrics.txt"], ["--output", "must end in .json"]),
+    (["evaluate-lbm", "nope", "--codes", "nope", "--data", "nope", "--figure", "a.png", "--curve", "a.png"],
+     ["--figure", "--curve", "are the same file"]),
+])
+def test_outputs_are_checked_against_each_other_and_the_inputs_before_any_work(argv, words, tmp_path, capsys,
+                                                                               monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sub").mkdir()
+    recording = tmp_path / "rec.edf"
+    recording.write_bytes(b"never read: the outputs are checked first")
+    code, err = _cli([str(recording) if a == "REC" else a for a in argv], capsys)
+    assert code == 2 and err.count("\n") == 1, err
+    for word in words:
+        assert word in err, (word, err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rec.edf", "sub"]  # nothing written
+
+
+def test_python_output_paths_are_compared_as_files(tmp_path, monkeypatch):
+    from neurorvq.pipelines._eeg import check_output_paths
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match="--out x.edf and --copy .*x.edf are the same file"):
+        check_output_paths({"--out": ("x.edf", "recording"), "--copy": (tmp_path / "x.edf", "recording")})
+    check_output_paths({"--out": ("x.edf", "recording"), "--plot": ("x.svg", "figure"), "--log": (None, "json")})
+
+
 def test_generate_never_replaces_a_file_without_overwrite(tmp_path, capsys):
     out = tmp_path / "synth.edf"
     out.write_bytes(b"precious")
@@ -455,6 +491,53 @@ def test_bundled_names_resolve_offline_everywhere(monkeypatch):
     generator = transformers.pipeline("eeg-generation", model="neurorvq/lbm-small", device="cpu")
     assert generator(seconds=1, channel_names=["c3"], seed=0)["eeg"].shape == (1, 200)
     assert time.perf_counter() - start < 20  # no Hub retries
+
+
+def test_transformers_patch_is_visible_and_can_be_turned_off():
+    import transformers
+
+    from neurorvq.tokenizer import loading
+
+    assert loading.bundled_name_resolution_installed()  # importing neurorvq installed it (NEURORVQ_NO_PATCH unset)
+    loading.uninstall_bundled_name_resolution()
+    try:
+        assert not loading.bundled_name_resolution_installed()
+        for cls in (transformers.AutoConfig, transformers.AutoModel, transformers.AutoModelForCausalLM,
+                    transformers.AutoFeatureExtractor):
+            assert not getattr(cls.from_pretrained, "_neurorvq_bundled", False)
+        assert not getattr(transformers.pipeline, "_neurorvq_bundled", False)
+        assert type(NeuroRVQTokenizer.from_pretrained("neurorvq/tokenizer-small")).__name__ == "NeuroRVQTokenizer"
+    finally:
+        loading.install_bundled_name_resolution()
+    assert getattr(transformers.AutoModel.from_pretrained, "_neurorvq_bundled", False)
+    # NEURORVQ_NO_PATCH=1: importing neurorvq leaves transformers as it was; our from_pretrained still knows the names
+    code = textwrap.dedent("""
+        import transformers
+        import neurorvq.pipelines
+        from neurorvq.tokenizer import NeuroRVQTokenizer, loading
+        assert not loading.bundled_name_resolution_installed()
+        assert not getattr(transformers.AutoModel.from_pretrained, "_neurorvq_bundled", False)
+        assert not getattr(transformers.pipeline, "_neurorvq_bundled", False)
+        NeuroRVQTokenizer.from_pretrained("neurorvq/tokenizer-small")
+        print("untouched")
+    """)
+    env = {**os.environ, "NEURORVQ_NO_PATCH": "1", "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and "untouched" in out.stdout, out.stderr[-2000:]
+
+
+def test_packages_register_their_bundled_models():
+    from neurorvq.lbm.modeling_lbm import BUNDLED_MODELS as LBMS
+    from neurorvq.tokenizer.loading import BUNDLED, register_bundled
+    from neurorvq.tokenizer.modeling_neurorvq import BUNDLED_MODELS as TOKENIZERS
+
+    assert {**TOKENIZERS, **LBMS} == BUNDLED and set(BUNDLED) == {"neurorvq/tokenizer-small", "neurorvq/lbm-small",
+                                                                      "neurorvq/lbm-small-depthwise"}
+    assert register_bundled("neurorvq/tokenizer-small", TOKENIZERS["neurorvq/tokenizer-small"])  # same: a no-op
+    with pytest.raises(ValueError, match="already names"):
+        register_bundled("neurorvq/tokenizer-small", REPO_ROOT)
+    with pytest.raises(ValueError, match="neurorvq/NAME"):
+        register_bundled("someone/model", REPO_ROOT)
 
 
 @pytest.mark.parametrize("name, words", [("runs_that_do_not_exist/tok/", "no such folder"),

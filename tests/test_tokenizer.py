@@ -14,7 +14,7 @@ from neurorvq.tokenizer import NeuroRVQConfig, NeuroRVQTokenizer, convert_offici
 from neurorvq.tokenizer.convert_official import convert_official_key
 from neurorvq.tokenizer.data import synthetic_eeg
 
-from .conftest import REPO_ROOT, SHARED_DIR
+from .conftest import REPO_ROOT, SHARED_DIR, shared_path
 
 TINY = REPO_ROOT / "configs" / "tokenizer" / "tiny.json"
 OFFICIAL = REPO_ROOT / "configs" / "tokenizer" / "official-eeg-v1.json"
@@ -107,7 +107,8 @@ def test_convert_rejects_foreign_checkpoint(tmp_path):
 
 
 def test_official_preset_parameter_count_and_keys():
-    released = json.loads((SHARED_DIR / "fixtures" / "official_eeg_v1_tokenizer_keys.json").read_text())
+    keys = shared_path(SHARED_DIR / "fixtures" / "official_eeg_v1_tokenizer_keys.json", "the released key list")
+    released = json.loads(keys.read_text())
     config = NeuroRVQConfig.from_json_file(str(OFFICIAL))
     with torch.device("meta"):
         model = NeuroRVQTokenizer(config)

@@ -6,7 +6,7 @@ from .channels import CHANNEL_VOCABULARY
 from .configuration_neurorvq import NeuroRVQConfig
 from .convert_official import convert_official_checkpoint, load_official
 from .feature_extraction_neurorvq import NeuroRVQFeatureExtractor
-from .loading import install_bundled_name_resolution
+from .loading import install_bundled_name_resolution, patch_disabled
 from .modeling_neurorvq import (
     NeuroRVQEncoderOutput,
     NeuroRVQOutput,
@@ -17,7 +17,11 @@ from .modeling_neurorvq import (
 AutoConfig.register(NeuroRVQConfig.model_type, NeuroRVQConfig, exist_ok=True)
 AutoModel.register(NeuroRVQConfig, NeuroRVQTokenizer, exist_ok=True)
 AutoFeatureExtractor.register(NeuroRVQConfig, NeuroRVQFeatureExtractor, exist_ok=True)
-install_bundled_name_resolution()  # bundled names resolve offline in Auto*.from_pretrained and pipeline()
+# Bundled names (neurorvq/tokenizer-small, ...) resolve in our classes' from_pretrained whatever happens here. For
+# transformers' Auto*.from_pretrained and pipeline() too, those are wrapped process-wide (loading.py): set
+# NEURORVQ_NO_PATCH=1 to leave transformers untouched, or call loading.uninstall_bundled_name_resolution().
+if not patch_disabled():
+    install_bundled_name_resolution()
 
 __all__ = [
     "CHANNEL_VOCABULARY",

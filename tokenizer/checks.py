@@ -7,6 +7,8 @@ Hooks (called by `NeuroRVQTokenizer`):
   `ValueError` naming the unit; very loud input (nanovolts, ADC counts) and flat channels are warned about.
 - `check_codes_not_empty(codes)` in `_check_codes` (decode): an empty batch, channel or time axis is a
   `ValueError` instead of a failure inside `min()`.
+- `check_config_fields(config, ...)`: the field checks of `NeuroRVQConfig.validate` and of each token design's own
+  fields (`design_released.validate_config`, `design_mdct.validate_config`): a `ValueError` naming the field.
 """
 
 from __future__ import annotations
@@ -97,5 +99,25 @@ def check_codes_not_empty(codes) -> None:
                          "least one window, one channel and one patch (A >= 1 second)")
 
 
+def check_config_fields(config, positive_ints=(), positive=(), non_negative=(), ranges=()) -> None:
+    """`ValueError` naming the first field of `config` that is not a positive integer (`positive_ints`), a number
+    > 0 (`positive`), a number >= 0 (`non_negative`), or a `[low, high]` pair with low < high (`ranges`)."""
+    where = type(config).__name__
+    for name in positive_ints:
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ValueError(f"{where}.{name} must be a positive integer, got {value!r}")
+    for name in positive:
+        if not float(getattr(config, name)) > 0:
+            raise ValueError(f"{where}.{name} must be > 0, got {getattr(config, name)!r}")
+    for name in non_negative:
+        if not float(getattr(config, name)) >= 0:
+            raise ValueError(f"{where}.{name} must be >= 0, got {getattr(config, name)!r}")
+    for name in ranges:
+        low_high = getattr(config, name)
+        if len(low_high) != 2 or not float(low_high[0]) < float(low_high[1]):
+            raise ValueError(f"{where}.{name} must be [low, high] with low < high, got {low_high!r}")
+
+
 __all__ = ["FLAT_STD", "channel_std", "LOUD_STD", "SignalQualityWarning", "UnitWarning", "VOLTS_STD", "check_codes_not_empty",
-           "check_input_values"]
+           "check_config_fields", "check_input_values"]

@@ -23,14 +23,14 @@ from .quantization import kmeans
 def mdct_training_vectors(model, windows: Iterable[tuple[np.ndarray, int]], max_vectors: int, seed: int = 0) -> torch.Tensor:
     """Gain-normalised MDCT frames [N, P] of the real patches of `windows` ((input_values [C, T] µV,
     valid_samples) pairs), at most `max_vectors` of them drawn uniformly (seeded)."""
-    patch = model.config.patch_size
+    patch, design = model.config.patch_size, model.design
     frames = []
     for values, valid_samples in windows:
         num_patches = int(valid_samples) // patch
         if num_patches == 0:
             continue
         signal = torch.as_tensor(np.asarray(values, dtype=np.float32)[:, : num_patches * patch])
-        shapes, _ = model.mdct_shapes(model.transform(signal[None]))
+        shapes, _ = design.mdct_shapes(design.transform(signal[None]))
         frames.append(shapes.reshape(-1, patch))
     if not frames:
         raise ValueError("no window holds a whole real patch: nothing to fit the codebooks on")
@@ -52,7 +52,7 @@ def fit_mdct_codebooks(model, vectors: torch.Tensor, num_iters: int = 20, seed: 
         raise ValueError("fit_mdct_codebooks needs a tokenizer with token_design='mdct'")
     generator = torch.Generator().manual_seed(seed)
     errors = []
-    for (low, high), quantizer in zip(model._bands(), model.quantizers):
+    for (low, high), quantizer in zip(model.design.bands(), model.quantizers):
         residual = vectors[:, low:high].float().clone()
         band_errors = []
         for stage in quantizer.stages:
@@ -81,7 +81,8 @@ def fit_noise_filling(model, windows: Iterable[tuple[np.ndarray, int, list[str]]
     """
     if model.config.token_design != "mdct":
         raise ValueError("fit_noise_filling needs a tokenizer with token_design='mdct'")
-    patch, bands = model.config.patch_size, model._bands()
+    patch, design = model.config.patch_size, model.design
+    bands = design.bands()
     residual_power = torch.zeros(patch, dtype=torch.float64)
     log_real, log_decoded = torch.zeros(len(bands), dtype=torch.float64), torch.zeros(len(bands), dtype=torch.float64)
     counts = torch.zeros(len(bands), dtype=torch.float64)
@@ -91,10 +92,10 @@ def fit_noise_filling(model, windows: Iterable[tuple[np.ndarray, int, list[str]]
         if num_patches == 0:
             continue
         signal = torch.as_tensor(np.asarray(values, dtype=np.float32)[None, :, : num_patches * patch], device=model.device)
-        shapes, scale_codes = model.mdct_shapes(model.transform(signal))  # [1, C, A, P]
-        log_gains = torch.stack(model.dequantize_scales(scale_codes), dim=-1)
+        shapes, scale_codes = design.mdct_shapes(design.transform(signal))  # [1, C, A, P]
+        log_gains = torch.stack(design.dequantize_scales(scale_codes), dim=-1)
         channel_indices = model.channel_indices(list(channel_names), 1, signal.shape[1])
-        decoded = model._refined_shapes(model._band_shapes(model._band_codes(shapes)), log_gains, channel_indices, None)
+        decoded = design.refined_shapes(design.band_shapes(design.band_codes(shapes)), log_gains, channel_indices, None)
         shapes, decoded = shapes.reshape(-1, patch).double().cpu(), decoded.reshape(-1, patch).double().cpu()
         residual_power += (shapes - decoded).pow(2).sum(0)
         frames += len(shapes)

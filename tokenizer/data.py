@@ -27,6 +27,7 @@ import torch
 
 from .channels import BipolarChannelWarning
 from .checks import SignalQualityWarning, UnitWarning
+from .configuration_neurorvq import SAMPLING_RATE
 from .feature_extraction_neurorvq import (
     NeuroRVQFeatureExtractor,
     TruncatedRecordingWarning,
@@ -36,27 +37,12 @@ from .feature_extraction_neurorvq import (
 
 # Extensions that hold a recording MNE can open (companions like .fdt or .vmrk are opened through their header).
 RECORDING_SUFFIXES = {".edf", ".bdf", ".gdf", ".set", ".fif", ".vhdr", ".cnt", ".mff", ".nxe", ".eeg", ".txt"}
-# Subjects reserved for the project's hold-out set (shared/data/eeg/README.md): never prepared.
-RESERVED_SUBJECTS = re.compile(r"(eegmat/Subject3[0-5]$)|(eegmmidb/S088$)", re.IGNORECASE)
 _SUBJECT_PATTERNS = (re.compile(r"(Subject\d+)"), re.compile(r"\b(S\d{3})(?:R\d+)?\b"), re.compile(r"(sub-[A-Za-z0-9]+)"))
 DATA_FORMAT_VERSION = 2  # 2: `label` column, windows cut per labelled segment
-
-# Built-in labels of the shared corpus (shared/data/eeg/*/SOURCE.md; PhysioNet EEGMAT and EEGMMIDB descriptions),
-# written as the two user mappings (`file_labels`, `label_map`): file name pattern -> label for whole files, and
-# file name pattern -> {annotation description -> label}. Other recordings are unlabelled ("").
-_EXECUTION = {"T0": "rest", "T1": "motor_execution", "T2": "motor_execution"}  # runs 3, 5, 7, 9, 11, 13
-_IMAGERY = {"T0": "rest", "T1": "motor_imagery", "T2": "motor_imagery"}  # runs 4, 6, 8, 10, 12, 14
-BUILTIN_FILE_LABELS = {
-    "Subject??_1.edf": "rest",  # EEGMAT: resting baseline
-    "Subject??_2.edf": "arithmetic",  # EEGMAT: serial subtraction
-    "S???R01.edf": "eyes_open",  # EEGMMIDB baseline runs (their one T0 annotation spans the file)
-    "S???R02.edf": "eyes_closed",
-}
-BUILTIN_LABEL_MAP = {
-    "S???R0[357].edf": _EXECUTION, "S???R09.edf": _EXECUTION, "S???R1[13].edf": _EXECUTION,
-    "S???R0[468].edf": _IMAGERY, "S???R1[024].edf": _IMAGERY,
-}
-LABEL_PRESETS = {"builtin": (BUILTIN_LABEL_MAP, BUILTIN_FILE_LABELS), "none": ({}, {})}
+# The corpus policy used when none is given: the project's shared corpus (shared/data/eeg). A data file shipped in
+# the package (also at configs/corpus/shared-eeg.json); see `CorpusPolicy`.
+DEFAULT_CORPUS_POLICY = Path(__file__).resolve().parent / "corpus" / "shared-eeg.json"
+LABEL_PRESETS = ("builtin", "none")  # `labels=`: the corpus policy's labels, or none
 MIN_SEGMENT_SECONDS = 1.0  # labelled stretches shorter than this give no window
 MAX_SHARD_BYTES = 256 * 2**20  # signal bytes per Arrow file of a prepared split: `tokenize` maps one file at a time, so this bounds its resident memory
 
@@ -230,16 +216,67 @@ class LabelRules:
         return segments
 
 
+@dataclass
+class CorpusPolicy:
+    """What a corpus decides for `prepare_dataset`, kept as data (a JSON file) rather than code.
+
+    `reserved_subjects`: subject ids (`dataset/subject`, see `subject_id`) of a hold-out set, never prepared;
+    fnmatch patterns, case-insensitive, each matching the end of an id (`"eegmmidb/S088"`, `"eegmat/Subject3?"`).
+    `file_labels` and `label_map`: the corpus' own labels (`labels="builtin"`), in the form of the user mappings of
+    `prepare_dataset` (file name pattern -> label; file name pattern -> {annotation description -> label}).
+    `source`: the file it was read from.
+    """
+
+    reserved_subjects: list[str] = field(default_factory=list)
+    file_labels: dict[str, str] = field(default_factory=dict)
+    label_map: dict[str, dict[str, str]] = field(default_factory=dict)
+    source: str = ""
+
+    def is_reserved(self, subject: str) -> bool:
+        subject = subject.lower()
+        return any(fnmatch.fnmatchcase(subject, "*" + pattern.lower()) for pattern in self.reserved_subjects)
+
+
+def load_corpus_policy(policy: str | Path | CorpusPolicy | None = None) -> CorpusPolicy:
+    """A [`CorpusPolicy`] from a JSON file (None: `DEFAULT_CORPUS_POLICY`, the shared corpus's) holding
+    `reserved_subjects` (a list), `file_labels` and `label_map` (objects), and optionally `description` and
+    `notes`. Raises `ValueError` naming the file for anything else."""
+    if isinstance(policy, CorpusPolicy):
+        return policy
+    path = Path(DEFAULT_CORPUS_POLICY if policy is None else policy)
+    if not path.is_file():
+        raise FileNotFoundError(f"corpus policy {path}: no such file")
+    try:
+        data = json.loads(path.read_text())
+    except ValueError as error:
+        raise ValueError(f"corpus policy {path} is not valid JSON: {error}") from error
+    known = {"description", "notes", "reserved_subjects", "file_labels", "label_map"}
+    if not isinstance(data, dict) or set(data) - known:
+        raise ValueError(f"corpus policy {path} must be a JSON object with keys among {sorted(known)}"
+                         + (f", got {sorted(set(data) - known)}" if isinstance(data, dict) else ""))
+    reserved = data.get("reserved_subjects", [])
+    if not isinstance(reserved, list) or any(not isinstance(p, str) or not p.strip() for p in reserved):
+        raise ValueError(f"corpus policy {path}: reserved_subjects must be a list of subject ids (dataset/subject)")
+    result = CorpusPolicy(list(reserved), data.get("file_labels", {}), data.get("label_map", {}), str(path))
+    try:  # the labels are checked as the user's mappings would be
+        resolve_labels("builtin", policy=result)
+    except ValueError as error:
+        raise ValueError(f"corpus policy {path}: {error}") from error
+    return result
+
+
 def resolve_labels(labels: str = "builtin", label_map: dict | str | None = None,
-                   file_labels: dict | str | None = None) -> LabelRules:
-    """The label rules of `prepare_dataset` (see there); raises `ValueError` for a malformed mapping."""
+                   file_labels: dict | str | None = None, policy: CorpusPolicy | None = None) -> LabelRules:
+    """The label rules of `prepare_dataset` (see there); raises `ValueError` for a malformed mapping.
+    `labels="builtin"` takes the corpus policy's labels (`policy`, default: the shared corpus's)."""
     if labels not in LABEL_PRESETS:
         raise ValueError(f"labels must be one of {sorted(LABEL_PRESETS)}, got {labels!r}")
     if labels == "none" and (label_map is not None or file_labels is not None):
         raise ValueError("labels='none' turns labels off: do not pass label_map or file_labels with it")
     user = label_map is not None or file_labels is not None
-    if not user:
-        label_map, file_labels = LABEL_PRESETS[labels]
+    if not user and labels == "builtin":
+        policy = load_corpus_policy(policy)
+        label_map, file_labels = policy.label_map, policy.file_labels
     if isinstance(label_map, str):
         label_map = parse_label_mapping(label_map, "label_map")
     if isinstance(file_labels, str):
@@ -299,6 +336,7 @@ def prepare_dataset(
     labels: str = "builtin",
     label_map: dict | str | None = None,
     file_labels: dict | str | None = None,
+    corpus_policy: str | Path | CorpusPolicy | None = None,
 ) -> PrepareReport:
     """Preprocess recordings into a `DatasetDict` (train / validation) saved at `output_dir`.
 
@@ -314,10 +352,10 @@ def prepare_dataset(
         on_unknown_channel: `"drop"` (warn) or `"raise"` for channels outside the vocabulary.
         text_channel_names: labels of the columns of `.txt` recordings.
         labels: `"builtin"` (default): when neither `label_map` nor `file_labels` is given, the corpus' own labels
-            (`BUILTIN_FILE_LABELS`, `BUILTIN_LABEL_MAP`): EEGMAT `SubjectNN_1.edf` = `rest`, `_2.edf` =
+            from `corpus_policy` (the shared corpus's: EEGMAT `SubjectNN_1.edf` = `rest`, `_2.edf` =
             `arithmetic`; EEGMMIDB `R01` = `eyes_open`, `R02` = `eyes_closed`, and in runs 3-14 the annotations T0 =
             `rest`, T1/T2 = `motor_execution` (runs 3, 5, 7, 9, 11, 13) or `motor_imagery` (4, 6, 8, 10, 12, 14);
-            everything else unlabelled. `"none"`: every window unlabelled.
+            everything else unlabelled). `"none"`: every window unlabelled.
         label_map: the user's labels from the recordings' MNE annotations, replacing the built-in ones:
             `{description: label}` for every file (`{"T0": "rest", "T1": "task"}`), or `{file name pattern:
             {description: label}}`; also as text `"T0=rest,T1=task"` or the path of a `.json` file. Annotations
@@ -325,6 +363,9 @@ def prepare_dataset(
         file_labels: the user's labels of whole files, replacing the built-in ones: `{file name pattern: label}`
             (fnmatch, case-insensitive, on the file name; on the end of the path when the pattern holds a `/`, as in
             `"eegmat/*_1.edf"`; the first matching pattern wins), e.g. `{"*_1.edf": "rest"}`; also as text or a `.json` path.
+        corpus_policy: a [`CorpusPolicy`] or the path of its JSON file (default: `DEFAULT_CORPUS_POLICY`, the shared
+            corpus's, also at `configs/corpus/shared-eeg.json`): the subjects reserved for a hold-out set, which are
+            skipped (reported in `skipped`) before any file is read, and the labels of `labels="builtin"`.
 
     Labels: each window gets a string `label` (`""` = unlabelled). A sample's label is that of the mapped annotation
     covering it (the later-starting one where two overlap), else its file's label, else `""`. Each recording is
@@ -342,7 +383,8 @@ def prepare_dataset(
         raise ValueError(f"split_by must be 'subject' or 'recording', got {split_by!r}")
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-    rules = resolve_labels(labels, label_map, file_labels)
+    policy = load_corpus_policy(corpus_policy)
+    rules = resolve_labels(labels, label_map, file_labels, policy)
     extractor = feature_extractor or NeuroRVQFeatureExtractor()
     output_dir = Path(output_dir)
     files = find_recordings(inputs)
@@ -350,7 +392,8 @@ def prepare_dataset(
         raise ValueError("no recording found in the inputs")
     settings = dict(version=DATA_FORMAT_VERSION, extractor=extractor.to_dict(), validation_fraction=validation_fraction,
                     split_by=split_by, seed=seed, on_error=on_error, on_unknown_channel=on_unknown_channel,
-                    text_channel_names=text_channel_names, labels=rules.to_dict())
+                    text_channel_names=text_channel_names, labels=rules.to_dict(),
+                    reserved_subjects=sorted(policy.reserved_subjects))  # a longer hold-out list rebuilds a cache
     fingerprint = _fingerprint(files, settings)
     manifest_path = output_dir / "prepare_manifest.json"
     check_dataset_output(output_dir, "prepare_manifest.json", files)
@@ -367,7 +410,7 @@ def prepare_dataset(
     candidates: list[tuple[Path, str]] = []
     for path in files:
         subject = subject_id(path)
-        if RESERVED_SUBJECTS.search(subject):
+        if policy.is_reserved(subject):
             report.skipped.append((str(path), "reserved hold-out subject"))
             warnings.warn(f"skipping {path}: subject {subject} is reserved for the hold-out set")
         elif path.suffix.lower() == ".txt" and not text_channel_names:
@@ -654,10 +697,10 @@ def collate_windows(rows: list[dict]) -> dict:
 
 
 def synthetic_eeg(batch: int, channels: int, seconds: int, seed: int = 0) -> torch.Tensor:
-    """A seeded random walk plus a 10-Hz rhythm of random phase, in microvolts, [B, C, seconds * 200] at 200 Hz: an
-    EEG-shaped signal for smoke tests and benchmarks (not a model of EEG)."""
+    """A seeded random walk plus a 10-Hz rhythm of random phase, in microvolts, [B, C, seconds * 200] at 200 Hz
+    (`SAMPLING_RATE`): an EEG-shaped signal for smoke tests and benchmarks (not a model of EEG)."""
     generator = torch.Generator().manual_seed(seed)
-    t = torch.arange(seconds * 200) / 200
-    noise = torch.randn(batch, channels, seconds * 200, generator=generator).cumsum(-1) * 0.5
+    t = torch.arange(seconds * SAMPLING_RATE) / SAMPLING_RATE
+    noise = torch.randn(batch, channels, seconds * SAMPLING_RATE, generator=generator).cumsum(-1) * 0.5
     alpha = 20 * torch.sin(2 * math.pi * 10 * t + torch.rand(batch, channels, 1, generator=generator) * 6.28)
     return noise - noise.mean(-1, keepdim=True) + alpha

@@ -43,8 +43,9 @@ from scipy import signal as scipy_signal
 from scipy.fft import dct, idct
 from tqdm.auto import tqdm
 
-SAMPLING_RATE = 200  # Hz, the model's input rate
-BLOCK_SIZE = 200  # samples per DCT block (one second, like one model patch)
+from .configuration_neurorvq import PATCH_SIZE, SAMPLING_RATE  # defaults where no model is at hand (200 Hz, 1 s)
+
+BLOCK_SIZE = PATCH_SIZE  # samples per DCT block by default (one second, like one model patch)
 BANDS: dict[str, tuple[float, float]] = {
     "delta": (0.5, 4.0),
     "theta": (4.0, 8.0),
@@ -238,8 +239,9 @@ def _ratio(numerator: float, denominator: float) -> float:
 class FidelityAccumulator:
     """Collects z-scored MSE, PCC and band NMSE over windows; `summary()` aggregates them."""
 
-    def __init__(self, sampling_rate: float = SAMPLING_RATE):
+    def __init__(self, sampling_rate: float = SAMPLING_RATE, patch_size: int = BLOCK_SIZE):
         self.sampling_rate = sampling_rate
+        self.patch_size = patch_size  # the seams `seam_ratio` looks for: every patch_size samples
         self.zscored_mse: list[float] = []
         self.pcc: list[float] = []
         self.band_error = dict.fromkeys(BANDS, 0.0)
@@ -253,7 +255,7 @@ class FidelityAccumulator:
         self.zscored_mse.append(zscored_mse(x, y))
         self.pcc.append(pearson_correlation(x, y))
         self.amplitude_ratio.append(amplitude_ratio(x, y))
-        self.seam_ratio.append(seam_ratio(y, BLOCK_SIZE))
+        self.seam_ratio.append(seam_ratio(y, self.patch_size))
         for band, (error, energy) in band_errors(x, y, sampling_rate=self.sampling_rate).items():
             self.band_error[band] += error
             self.band_energy[band] += energy
@@ -437,7 +439,7 @@ class DCTCodec:
         if originals is None:
             originals = [idct(self.coefficients[a:b], norm="ortho", axis=-1).reshape(c, -1)[:, :t]
                          for a, b, (c, t) in zip(self.row_offsets[:-1], self.row_offsets[1:], self.shapes)]
-        scores = FidelityAccumulator(self.sampling_rate)
+        scores = FidelityAccumulator(self.sampling_rate, self.block_size)
         for original, reconstruction in zip(originals, self.reconstruct(step)):
             scores.add(as_window(original).real, reconstruction)
         return {"step": float(step), "bits_per_channel_second": self.rate(step), **scores.summary()}
@@ -593,7 +595,7 @@ def evaluate_tokenizer(model, rows: Iterable[Any], batch_size: int = 16, max_win
     if not windows:
         raise ValueError("no window to evaluate")
     stages, scales = config.num_quantizers, config.num_scales
-    full = FidelityAccumulator(config.sampling_rate)
+    full = FidelityAccumulator(config.sampling_rate, config.patch_size)
     stage_mse: list[list[float]] = [[] for _ in range(stages)]
     stage_bits: list[list[float]] = [[] for _ in range(stages)]
     histogram = np.zeros((scales, stages, config.codebook_size), dtype=np.int64)
@@ -621,7 +623,7 @@ def evaluate_tokenizer(model, rows: Iterable[Any], batch_size: int = 16, max_win
     ]
     full_rate = rate_distortion[-1]["bits_per_channel_second"]
 
-    codec = DCTCodec(windows, sampling_rate=config.sampling_rate)
+    codec = DCTCodec(windows, block_size=config.patch_size, sampling_rate=config.sampling_rate)
     originals = [w.real for w in windows]
     rates = list(dct_rates) if dct_rates is not None else [p["bits_per_channel_second"] for p in rate_distortion]
     dct_points = dct_rate_distortion(windows, [codec.step_for_rate(r) for r in rates], codec=codec)
@@ -635,7 +637,7 @@ def evaluate_tokenizer(model, rows: Iterable[Any], batch_size: int = 16, max_win
         **full.summary(),
         "codebook_usage": usage.tolist(),
         "codebook_perplexity": perplexity.tolist(),
-        "original_seam_ratio": float(np.nanmedian([seam_ratio(x, BLOCK_SIZE) for x in originals])),
+        "original_seam_ratio": float(np.nanmedian([seam_ratio(x, config.patch_size) for x in originals])),
         "rate_distortion": rate_distortion,
         "dct": codec.evaluate(codec.step_for_rate(full_rate), originals),
         "dct_rate_distortion": dct_points,
@@ -675,7 +677,7 @@ def plot_evaluation(model, rows: Iterable[Any], results: dict[str, Any], path: s
         raise ValueError("no window to plot")
     originals = [w.real.astype(np.float64) for w in windows]
     tokenized = [y[:, : w.valid_samples] for w, y in zip(windows, reconstruct_windows(model, windows, batch_size))]
-    dct_decoded = DCTCodec(windows, sampling_rate=fs).reconstruct(results["dct"]["step"])
+    dct_decoded = DCTCodec(windows, block_size=config.patch_size, sampling_rate=fs).reconstruct(results["dct"]["step"])
 
     figure = Figure(figsize=(15, 4.5), layout="constrained")
     FigureCanvasAgg(figure)

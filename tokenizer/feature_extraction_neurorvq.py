@@ -36,6 +36,7 @@ from transformers import BatchFeature, FeatureExtractionMixin
 
 from .channels import CHANNEL_VOCABULARY, map_channel_names
 from .checks import FLAT_STD, SignalQualityWarning, UnitWarning
+from .configuration_neurorvq import PATCH_SIZE, SAMPLING_RATE
 
 # The released code lowers the band-pass high edge by this much below min(high, Nyquist).
 _HIGH_EDGE_MARGIN_HZ = 0.5
@@ -101,8 +102,8 @@ class NeuroRVQFeatureExtractor(FeatureExtractionMixin):
 
     def __init__(
         self,
-        sampling_rate: int = 200,
-        patch_size: int = 200,
+        sampling_rate: int = SAMPLING_RATE,
+        patch_size: int = PATCH_SIZE,
         max_patches: int = 256,
         notch_frequencies: Sequence[float] = (50.0, 60.0, 100.0),
         band_pass: Sequence[float] = (0.5, 45.0),
@@ -128,6 +129,13 @@ class NeuroRVQFeatureExtractor(FeatureExtractionMixin):
         self.window_patches = None if window_patches is None else int(window_patches)
         self.window_stride_patches = None if window_stride_patches is None else int(window_stride_patches)
         self._validate_config()
+
+    @classmethod
+    def for_model(cls, config, **kwargs: Any) -> "NeuroRVQFeatureExtractor":
+        """The released preprocessing for the model of `config` (a `NeuroRVQConfig`): its sampling rate, patch
+        size, tokens per window and channel vocabulary; `kwargs` set the other options."""
+        return cls(sampling_rate=config.sampling_rate, patch_size=config.patch_size, max_patches=config.max_patches,
+                   channel_vocabulary=config.channel_vocabulary, **kwargs)
 
     def _validate_config(self) -> None:
         for field in ("sampling_rate", "patch_size", "max_patches", "filter_order"):

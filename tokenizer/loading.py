@@ -1,5 +1,8 @@
 """Loading neurorvq models safely: bundled names resolve locally, missing folders fail at once, wrong weights raise.
 
+- `register_bundled(name, folder)`: make a `neurorvq/...` name resolve to a model folder shipped inside a package.
+  Each package registers its own models when it is imported (`neurorvq.tokenizer`: `neurorvq/tokenizer-small`, in
+  `modeling_neurorvq.py`); `BUNDLED` is the registry.
 - `resolve_model_path(name)`: a bundled name (`neurorvq/tokenizer-small`, `neurorvq/lbm-small`) -> its folder
   inside the package; an existing folder -> itself; a name that looks like a local path (or any name when
   `HF_HUB_OFFLINE` is set, or an unknown `neurorvq/...` name) -> `FileNotFoundError` "no such folder" at once,
@@ -7,9 +10,14 @@
 - `check_model_folder(folder, model_type)`: the folder's `config.json` names the expected model type (an LBM
   folder is not a tokenizer), and its `model.safetensors` is complete (a truncated file is reported by name).
 - `load_pretrained(super_from_pretrained, name, model_type, ...)`: both checks, then `from_pretrained` with
-  `output_loading_info=True`; any missing, unexpected or mismatched weight is a `ValueError`.
-- `install_bundled_name_resolution()`: `AutoConfig` / `AutoModel` / `AutoModelForCausalLM` /
-  `AutoFeatureExtractor.from_pretrained` and `pipeline(..., model=NAME)` resolve bundled names offline.
+  `output_loading_info=True`; any missing, unexpected or mismatched weight is a `ValueError`. Our classes'
+  `from_pretrained` call it, so bundled names work there without touching transformers.
+- `install_bundled_name_resolution()` / `uninstall_bundled_name_resolution()`: bundled names in transformers' own
+  entry points too (`AutoConfig` / `AutoModel` / `AutoModelForCausalLM` / `AutoFeatureExtractor.from_pretrained`,
+  `pipeline(model=NAME)`), which have no hook for a local name registry: installing wraps those five callables
+  process-wide (only the exact bundled names are translated, every other argument passes through). Importing
+  `neurorvq.tokenizer` installs it unless the environment sets `NEURORVQ_NO_PATCH=1`; uninstalling restores
+  transformers' originals.
 """
 
 from __future__ import annotations
@@ -19,13 +27,24 @@ import os
 import struct
 from pathlib import Path
 
-_PACKAGE = Path(__file__).resolve().parents[1]
-# Models shipped inside the package, loadable offline by name.
-BUNDLED = {
-    "neurorvq/tokenizer-small": _PACKAGE / "tokenizer" / "pretrained" / "tokenizer-small",
-    "neurorvq/lbm-small": _PACKAGE / "lbm" / "pretrained" / "lbm-small",
-}
 _NAMESPACE = "neurorvq/"
+NO_PATCH_ENV = "NEURORVQ_NO_PATCH"  # "1": importing neurorvq leaves transformers' Auto classes and pipeline() alone
+
+# Models shipped inside the packages, loadable offline by name: name -> folder (see `register_bundled`).
+BUNDLED: dict[str, Path] = {}
+
+
+def register_bundled(name: str, folder: str | os.PathLike) -> Path:
+    """Make the bundled name `name` (`neurorvq/...`) resolve to `folder` (a model folder inside a package)
+    wherever a model name is accepted. Registering a name again with the same folder is a no-op; another folder
+    is a `ValueError`. Returns the folder."""
+    if not str(name).startswith(_NAMESPACE) or str(name).count("/") != 1:
+        raise ValueError(f"bundled names look like {_NAMESPACE}NAME, got {name!r}")
+    folder = Path(folder)
+    if BUNDLED.get(name, folder) != folder:
+        raise ValueError(f"the bundled name {name} already names {BUNDLED[name]}, not {folder}")
+    BUNDLED[name] = folder
+    return folder
 
 
 def _offline() -> bool:
@@ -153,19 +172,27 @@ def load_pretrained(super_from_pretrained, name_or_path, model_type: str | None 
 
 
 # ----------------------------------------------------------------------------------------------------
-# Bundled names through transformers' Auto classes and pipeline()
+# Bundled names through transformers' Auto classes and pipeline() (opt-out: NEURORVQ_NO_PATCH=1)
 # ----------------------------------------------------------------------------------------------------
 
-_INSTALLED = False
+_AUTO_CLASSES = ("AutoConfig", "AutoModel", "AutoModelForCausalLM", "AutoFeatureExtractor")
+_ORIGINALS: dict[str, object] = {}  # what install replaced: "AutoConfig" ... and "pipeline" -> the original
+
+
+def _bundled_folder(name):
+    """The folder (as a str) of an exact bundled name, else the argument unchanged."""
+    if isinstance(name, (str, os.PathLike)) and os.fspath(name) in BUNDLED:
+        return str(resolve_model_path(name))
+    return name
 
 
 def _bundled_first(function):
     """Wrap a `from_pretrained`-like callable so that a bundled name becomes its folder."""
     def wrapper(*args, **kwargs):
-        if args and isinstance(args[0], (str, os.PathLike)) and os.fspath(args[0]) in BUNDLED:
-            args = (str(resolve_model_path(args[0])), *args[1:])
-        elif isinstance(kwargs.get("pretrained_model_name_or_path"), str) and kwargs["pretrained_model_name_or_path"] in BUNDLED:
-            kwargs["pretrained_model_name_or_path"] = str(resolve_model_path(kwargs["pretrained_model_name_or_path"]))
+        if args:
+            args = (_bundled_folder(args[0]), *args[1:])
+        elif "pretrained_model_name_or_path" in kwargs:
+            kwargs["pretrained_model_name_or_path"] = _bundled_folder(kwargs["pretrained_model_name_or_path"])
         return function(*args, **kwargs)
 
     wrapper.__wrapped__ = function
@@ -174,44 +201,75 @@ def _bundled_first(function):
     return wrapper
 
 
+def patch_disabled() -> bool:
+    """True when the environment asks neurorvq not to patch transformers (`NEURORVQ_NO_PATCH=1`)."""
+    return os.environ.get(NO_PATCH_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def bundled_name_resolution_installed() -> bool:
+    return bool(_ORIGINALS)
+
+
 def install_bundled_name_resolution() -> None:
     """Make the bundled names work offline in `Auto*.from_pretrained` and `transformers.pipeline(model=NAME)`.
 
-    Only the exact bundled names are translated (to their folders); every other name passes through unchanged.
+    Wraps `transformers.AutoConfig` / `AutoModel` / `AutoModelForCausalLM` / `AutoFeatureExtractor.from_pretrained`
+    and `transformers.pipeline` (process-wide; transformers has no hook for local names). Only the exact bundled
+    names are translated (to their folders); every other name passes through unchanged. Idempotent; undone by
+    `uninstall_bundled_name_resolution()`. `neurorvq.tokenizer` calls it on import unless `NEURORVQ_NO_PATCH=1`;
+    `NeuroRVQTokenizer.from_pretrained` and `LBMForCausalLM.from_pretrained` resolve bundled names either way.
     """
-    global _INSTALLED
-    if _INSTALLED:
+    if _ORIGINALS:
         return
     import transformers
     import transformers.pipelines as pipelines_module
 
-    for class_name in ("AutoConfig", "AutoModel", "AutoModelForCausalLM", "AutoFeatureExtractor"):
+    for class_name in _AUTO_CLASSES:
         cls = getattr(transformers, class_name)
-        original = cls.from_pretrained  # bound classmethod / staticmethod
-        if getattr(original, "_neurorvq_bundled", False):
-            continue
-        cls.from_pretrained = staticmethod(_bundled_first(original))
+        if not getattr(cls.from_pretrained, "_neurorvq_bundled", False):
+            # the class's own attribute (None: inherited from transformers' base Auto class), to put back as it was
+            _ORIGINALS[class_name] = cls.__dict__.get("from_pretrained")
+            cls.from_pretrained = staticmethod(_bundled_first(cls.from_pretrained))
 
     original_pipeline = pipelines_module.pipeline
     if not getattr(original_pipeline, "_neurorvq_bundled", False):
         def pipeline(task=None, model=None, *args, **kwargs):
-            if isinstance(model, (str, os.PathLike)) and os.fspath(model) in BUNDLED:
-                model = str(resolve_model_path(model))
-            return original_pipeline(task, model, *args, **kwargs)
+            return original_pipeline(task, _bundled_folder(model), *args, **kwargs)
 
         pipeline.__doc__ = original_pipeline.__doc__
         pipeline.__wrapped__ = original_pipeline
         pipeline._neurorvq_bundled = True
+        _ORIGINALS["pipeline"] = original_pipeline
         pipelines_module.pipeline = pipeline
         transformers.pipeline = pipeline
-    _INSTALLED = True
 
 
-__all__ = ["BUNDLED", "load_model", "check_loading_info", "check_model_folder", "check_safetensors", "install_bundled_name_resolution",
-           "load_pretrained", "looks_like_path", "resolve_model_path"]
+def uninstall_bundled_name_resolution() -> None:
+    """Restore transformers' own `Auto*.from_pretrained` and `pipeline` (a `pipeline` bound with `from
+    transformers import pipeline` while installed keeps the wrapper). Bundled names then work only through our
+    classes' `from_pretrained` (and folders everywhere)."""
+    import transformers
+    import transformers.pipelines as pipelines_module
+
+    for class_name in _AUTO_CLASSES:
+        if class_name in _ORIGINALS:
+            cls, original = getattr(transformers, class_name), _ORIGINALS.pop(class_name)
+            if original is None:
+                del cls.from_pretrained  # inherited again
+            else:
+                cls.from_pretrained = original
+    if "pipeline" in _ORIGINALS:
+        original = _ORIGINALS.pop("pipeline")
+        pipelines_module.pipeline = original
+        transformers.pipeline = original
 
 
 def load_model(model_class, name_or_path, **kwargs):
     """`model_class.from_pretrained` with every check of this module, whether or not the class has the hook."""
     parent_from_pretrained = super(model_class, model_class).from_pretrained
     return load_pretrained(parent_from_pretrained, name_or_path, model_class.config_class.model_type, **kwargs)
+
+
+__all__ = ["BUNDLED", "NO_PATCH_ENV", "bundled_name_resolution_installed", "check_loading_info", "check_model_folder",
+           "check_safetensors", "install_bundled_name_resolution", "load_model", "load_pretrained", "looks_like_path",
+           "patch_disabled", "register_bundled", "resolve_model_path", "uninstall_bundled_name_resolution"]

@@ -464,6 +464,4 @@ def _save_feature_extractor(config, output_dir) -> None:
     """The preprocessing the model expects, beside it, so `AutoFeatureExtractor.from_pretrained(output_dir)` works."""
     from .feature_extraction_neurorvq import NeuroRVQFeatureExtractor
 
-    NeuroRVQFeatureExtractor(sampling_rate=config.sampling_rate, patch_size=config.patch_size,
-                             max_patches=config.max_patches,
-                             channel_vocabulary=config.channel_vocabulary).save_pretrained(output_dir)
+    NeuroRVQFeatureExtractor.for_model(config).save_pretrained(output_dir)
