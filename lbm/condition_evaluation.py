@@ -3,11 +3,11 @@
 A conditional LBM (`LBMConfig.condition_names`) samples EEG of a given brain state. Two questions, both answered on
 real EEG of validation subjects (prepared rows with a `label`, `neurorvq prepare`):
 
-- `state_classification`: a simple state classifier (scikit-learn logistic regression on standardised log band
-  powers per channel of 4-s segments) trained on synthetic segments of each condition and tested on real ones (TSTR),
-  beside the same classifier trained on real EEG of the training subjects (TRTR), on both (real + synthetic), and
-  chance. Scores are balanced accuracies (mean recall over classes; chance = 1 / classes), so an unequal number of
-  rest and task windows cannot inflate them.
+- `state_classification` (`lbm.realism.tstr_trtr`): a simple state classifier (scikit-learn logistic regression on
+  standardised log band powers per channel of 4-s segments) trained on synthetic segments of each condition and tested
+  on real ones (TSTR), beside the same classifier trained on real EEG of the training subjects (TRTR), on both (real +
+  synthetic), and chance. Scores are balanced accuracies (mean recall over classes; chance = 1 / classes), so an
+  unequal number of rest and task windows cannot inflate them.
 - `condition_bands`: band powers of each condition's samples against that condition's real EEG (dB differences), and
   the alpha change between two conditions (eyes closed minus eyes open: the classic check).
 
@@ -22,48 +22,12 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .evaluation import BANDS, _as_signal, band_powers, decode_generated, item_segments
-from .sampling import DEFAULT_TEMPERATURE
+from .evaluation import BANDS, decode_generated
+from .realism import as_signal, band_powers, state_classification, state_features, tstr_trtr
+from .sampling import generation_kwargs
 
 # label pairs a state classifier is trained on, when the validation data holds both (EEGMAT; EEGMMIDB baselines)
 LABEL_SETS = (("rest", "arithmetic"), ("eyes_open", "eyes_closed"))
-
-
-def state_features(items: Sequence[Any], seconds: float = 4.0) -> np.ndarray:
-    """Log band powers (dB) of every channel of every 4-s multichannel segment: `[N, C * 5]` (items share a montage)."""
-    segments, _ = item_segments(items, seconds)
-    if not segments:
-        return np.zeros((0, 0))
-    return np.stack([band_powers(segment).ravel() for segment in segments])
-
-
-def _labelled_features(items_by_label: dict[str, list], classes: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    features, labels = [], []
-    for index, name in enumerate(classes):
-        block = state_features(items_by_label.get(name, []))
-        if len(block):
-            features.append(block)
-            labels.append(np.full(len(block), index))
-    if not features:
-        return np.zeros((0, 0)), np.zeros(0, dtype=np.int64)
-    return np.concatenate(features), np.concatenate(labels)
-
-
-def state_classification(train: dict[str, list], test: dict[str, list], classes: Sequence[str]) -> float:
-    """Balanced accuracy on `test` of a logistic regression fitted on `train` (each: label -> list of `[C, T]` µV
-    items of one montage). NaN when the training data lacks a class."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import balanced_accuracy_score
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    x_train, y_train = _labelled_features(train, classes)
-    x_test, y_test = _labelled_features(test, classes)
-    if len(set(y_train.tolist())) < len(classes) or len(set(y_test.tolist())) < len(classes):
-        return float("nan")
-    classifier = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000))
-    classifier.fit(x_train, y_train)
-    return float(balanced_accuracy_score(y_test, classifier.predict(x_test)))
 
 
 def _signals(rows: Sequence[dict], channels: Sequence[str]) -> list[np.ndarray]:
@@ -99,22 +63,23 @@ def _montage(rows: Sequence[dict], max_channels: int) -> list[str]:
 
 def _sample(model, tokenizer, channels, condition, guidance_scale, num_samples, seconds, temperature, seed):
     generator = torch.Generator().manual_seed(seed)
-    out = model.generate(list(channels), num_patches=seconds, temperature=temperature, generator=generator,
-                         batch_size=num_samples, condition=condition, guidance_scale=guidance_scale)
+    out = model.generate(list(channels), num_patches=seconds, generator=generator, batch_size=num_samples,
+                         condition=condition, **generation_kwargs(model, temperature=temperature,
+                                                                  guidance_scale=guidance_scale))
     eeg = decode_generated(tokenizer, out, channels, generator)
     return list(eeg.cpu().numpy())
 
 
 def condition_bands(synthetic: Sequence[Any], real: Sequence[Any]) -> dict[str, float]:
     """Band power (dB, mean over channels and items) of synthetic minus real, per band."""
-    s = np.concatenate([band_powers(_as_signal(x)) for x in synthetic]).mean(0)
-    r = np.concatenate([band_powers(_as_signal(x)) for x in real]).mean(0)
+    s = np.concatenate([band_powers(as_signal(x)) for x in synthetic]).mean(0)
+    r = np.concatenate([band_powers(as_signal(x)) for x in real]).mean(0)
     return {band: float(s[i] - r[i]) for i, band in enumerate(BANDS)}
 
 
 @torch.no_grad()
 def condition_report(model, tokenizer, train_rows, validation_rows, num_samples: int = 16, seconds: int = 8,
-                     guidance_scales: Sequence[float] = (1.0,), temperature: float = DEFAULT_TEMPERATURE, seed: int = 0,
+                     guidance_scales: Sequence[float] = (1.0,), temperature: float | None = None, seed: int = 0,
                      max_channels: int = 19) -> dict:
     """TSTR / TRTR / chance per label set and per-condition band differences, for each guidance scale.
 
@@ -170,13 +135,9 @@ def condition_report(model, tokenizer, train_rows, validation_rows, num_samples:
         real_test = {c: _signals(validation_by_label[c], channels) for c in classes}
         for guidance in guidance_scales:
             fake = {c: synthetic(c, channels, guidance) for c in classes}
-            both = {c: real_train[c] + fake[c] for c in classes}
             report["label_sets"].append({
                 "classes": list(classes), "montage": channels, "guidance_scale": guidance,
-                "trtr": state_classification(real_train, real_test, classes),
-                "tstr": state_classification(fake, real_test, classes),
-                "real_plus_synthetic": state_classification(both, real_test, classes),
-                "chance": 1 / len(classes),
+                **tstr_trtr(fake, real_train, real_test, classes),
                 "n_real_train_windows": {c: len(real_train[c]) for c in classes},
                 "n_real_test_windows": {c: len(real_test[c]) for c in classes}})
     return report

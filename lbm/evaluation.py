@@ -12,38 +12,36 @@ Two halves:
    Both use add-one (Laplace) smoothing and report bits per code (mean over every scored code) and bits
    per position (bits per code x M streams), the units of `validation_nll`.
 
-2. **Realism** of synthetic EEG against real EEG. Signals are lists of arrays `[C, T]` in microvolts at
-   200 Hz (C may differ between items). Spectra are Welch PSDs (Hann, `nperseg` 200 = 1 Hz bins, or the
-   signal length when shorter), in µV^2/Hz.
+2. **Realism** of synthetic EEG against real EEG, through `lbm.realism` (two-sample tests with grouped folds,
+   each figure beside its real-vs-real floor; see its docstring for how to read the numbers). `evaluate_lbm`
+   samples the model and reports `lbm.realism.realism_report` of the samples (grouped by draw) against the
+   validation windows of the montage (grouped by subject). Signals are `[C, T]` arrays in microvolts at 200 Hz.
 
-   - `band_powers`: power per EEG band (`BANDS`), in dB re 1 µV^2;
-   - `spectral_slope`: slope of log10 PSD against log10 frequency over 2-40 Hz (1/f noise -> -1);
-   - `realism_report`: band dB and slope differences, and a two-sample classifier on 4-s channel
-     segments (cross-validated accuracy; 0.5 means the classifier cannot tell synthetic from real);
+   - `band_powers`, `spectral_slope`, `welch_psd`: per-channel spectra (from `lbm.realism`);
+   - `pooled_realism`: a quick summary for sets of mixed montages (every channel of every item pooled: band dB,
+     slope, amplitude, correlation, seams) with the `lbm.realism` band-power classifier on the items of the most
+     common channel count;
    - `plot_realism`, `format_realism`: a figure and a markdown table.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
-from scipy import signal as scipy_signal
 
 from ..tokenizer.evaluation import BANDS, BLOCK_SIZE, SAMPLING_RATE, seam_ratio
 from .layout import codes_to_positions
-from .sampling import DEFAULT_TEMPERATURE
+from .realism import (CLASSIFIERS, POWER_FLOOR, as_signal, band_powers, cut_windows, format_report,
+                      mean_abs_correlation, prepared_set, realism_report as two_sample_realism_report,
+                      spectral_slope, two_sample_test, welch_psd)
+from .sampling import generation_kwargs
 
 JOIN_JUMP = 3.0  # a join ratio above this is a visible jump where a continuation starts
-WELCH_NPERSEG = 200  # samples: 1-s Hann windows, 1 Hz resolution at 200 Hz
-SLOPE_RANGE = (2.0, 40.0)  # Hz, range of the log-log fit of `spectral_slope`
-SEGMENT_SECONDS = 4.0  # length of the channel segments the two-sample classifier sees
-POWER_FLOOR = 1e-20  # µV^2 (or µV^2/Hz): keeps the log of a flat channel finite
-FEATURE_NAMES = ([f"log_relative_{band}" for band in BANDS]
-                 + ["spectral_slope", "log_total_power", "log_total_power_spread", "mean_abs_channel_correlation"])
-
+SEGMENT_SECONDS = 4.0  # window length of the pooled summary's classifier and PSD panel
 
 # ----------------------------------------------------------------------------------------------------
 # Code baselines
@@ -247,158 +245,7 @@ def bigram_nll(train_rows: Iterable[dict], validation_rows: Iterable[dict], stre
 
 
 # ----------------------------------------------------------------------------------------------------
-# Spectra
-# ----------------------------------------------------------------------------------------------------
-
-
-def _as_signal(x: Any) -> np.ndarray:
-    """An EEG item as float64 `[C, T]` (a 1-D signal becomes one channel)."""
-    x = np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x, dtype=np.float64)
-    if x.ndim == 1:
-        x = x[None]
-    if x.ndim != 2 or x.shape[-1] < 2:
-        raise ValueError(f"an EEG item must be [C, T] with T >= 2, got shape {x.shape}")
-    return x
-
-
-def welch_psd(x: np.ndarray, nperseg: int = WELCH_NPERSEG) -> tuple[np.ndarray, np.ndarray]:
-    """Welch PSD along the last axis: (frequencies [F] Hz, psd [..., F] µV^2/Hz); `nperseg` is capped by T."""
-    return scipy_signal.welch(x, fs=SAMPLING_RATE, nperseg=min(nperseg, x.shape[-1]), axis=-1)
-
-
-def _band_powers_from_psd(frequencies: np.ndarray, psd: np.ndarray) -> np.ndarray:
-    """Power per band in µV^2 (PSD summed over [low, high) bins x bin width): [..., 5]."""
-    width = frequencies[1] - frequencies[0]
-    powers = []
-    for band, (low, high) in BANDS.items():
-        in_band = (frequencies >= low) & (frequencies < high)
-        if not in_band.any():
-            raise ValueError(f"signal too short to resolve the {band} band ({low}-{high} Hz) with "
-                             f"{width:.2f} Hz Welch bins")
-        powers.append(psd[..., in_band].sum(-1) * width)
-    return np.stack(powers, -1)
-
-
-def _slope_from_psd(frequencies: np.ndarray, psd: np.ndarray) -> np.ndarray:
-    """Least-squares slope of log10 psd against log10 frequency over `SLOPE_RANGE`: [...]."""
-    in_range = (frequencies >= SLOPE_RANGE[0]) & (frequencies <= SLOPE_RANGE[1])
-    if in_range.sum() < 2:
-        raise ValueError("signal too short for a spectral slope over 2-40 Hz")
-    log_f = np.log10(frequencies[in_range])
-    log_p = np.log10(np.maximum(psd[..., in_range], POWER_FLOOR))
-    centred = log_f - log_f.mean()
-    return (log_p - log_p.mean(-1, keepdims=True)) @ centred / (centred @ centred)
-
-
-def band_powers(x: Any) -> np.ndarray:
-    """Band powers of every channel of `x` ([C, T], µV at 200 Hz): `[C, 5]` in dB re 1 µV^2 (10 log10),
-    bands `BANDS` (delta, theta, alpha, beta, gamma), from a Welch PSD."""
-    frequencies, psd = welch_psd(_as_signal(x))
-    return 10 * np.log10(np.maximum(_band_powers_from_psd(frequencies, psd), POWER_FLOOR))
-
-
-def spectral_slope(x: Any) -> np.ndarray:
-    """Slope of the log-log Welch PSD over 2-40 Hz of every channel of `x` ([C, T], µV at 200 Hz): `[C]`
-    (pink 1/f noise -> -1, brown 1/f^2 noise -> -2)."""
-    frequencies, psd = welch_psd(_as_signal(x))
-    return _slope_from_psd(frequencies, psd)
-
-
-# ----------------------------------------------------------------------------------------------------
-# Two-sample classifier
-# ----------------------------------------------------------------------------------------------------
-
-
-def channel_segments(items: Iterable[Any], seconds: float = SEGMENT_SECONDS) -> tuple[np.ndarray, np.ndarray]:
-    """Every channel of every item cut into non-overlapping segments.
-
-    Returns (segments `[N, seconds * 200]` µV, item index of each segment `[N]`). A remainder shorter than
-    a segment (and an item shorter than one) is dropped.
-    """
-    length = int(round(seconds * SAMPLING_RATE))
-    segments, owners = [np.zeros((0, length))], [np.zeros(0, dtype=np.int64)]
-    for index, item in enumerate(items):
-        x = _as_signal(item)
-        count = x.shape[-1] // length
-        if count:
-            segments.append(x[:, : count * length].reshape(-1, length))
-            owners.append(np.full(len(segments[-1]), index))
-    return np.concatenate(segments), np.concatenate(owners)
-
-
-def segment_features(segments: np.ndarray) -> np.ndarray:
-    """Spectral features of channel segments `[N, T]`: `[N, 7]` = log10 relative band powers (band / sum of the
-    5 bands), spectral slope, log10 total power (sum of the 5 bands, µV^2)."""
-    frequencies, psd = welch_psd(segments)
-    powers = np.maximum(_band_powers_from_psd(frequencies, psd), POWER_FLOOR)
-    total = powers.sum(-1, keepdims=True)
-    return np.concatenate([np.log10(powers / total), _slope_from_psd(frequencies, psd)[:, None], np.log10(total)], -1)
-
-
-def mean_abs_correlation(x: Any) -> float:
-    """Mean |Pearson r| over the channel pairs of one item `[C, T]` (NaN with fewer than two live channels)."""
-    x = _as_signal(x)
-    x = x[x.std(-1) > 1e-9]
-    if len(x) < 2:
-        return float("nan")
-    r = np.corrcoef(x)
-    return float(np.abs(r[np.triu_indices(len(x), 1)]).mean())
-
-
-def item_segments(items: Iterable[Any], seconds: float = SEGMENT_SECONDS) -> tuple[list[np.ndarray], np.ndarray]:
-    """Every item cut into non-overlapping multichannel segments `[C, seconds * 200]`; (segments, item index)."""
-    length = int(round(seconds * SAMPLING_RATE))
-    segments, owners = [], []
-    for index, item in enumerate(items):
-        x = _as_signal(item)
-        for start in range(0, x.shape[-1] - length + 1, length):
-            segments.append(x[:, start:start + length])
-            owners.append(index)
-    return segments, np.asarray(owners, dtype=np.int64)
-
-
-def multichannel_features(segment: np.ndarray) -> np.ndarray:
-    """Classifier features of one multichannel segment `[C, T]`: `FEATURE_NAMES` = the channel mean of the 7
-    `segment_features`, the spread (std over channels) of log10 total power, and the mean |inter-channel r|."""
-    per_channel = segment_features(segment)
-    correlation = mean_abs_correlation(segment) if len(segment) > 1 else 0.0
-    return np.concatenate([per_channel.mean(0), [per_channel[:, -1].std(), np.nan_to_num(correlation)]])
-
-
-def two_sample_accuracy(synthetic: Iterable[Any], real: Iterable[Any], folds: int = 5, seed: int = 0) -> dict:
-    """How well a classifier tells synthetic from real 4-s multichannel segments (`multichannel_features`).
-
-    scikit-learn's logistic regression (standardised features) with `StratifiedGroupKFold`: each item's segments
-    stay in one fold, so the score measures the process, not memorised items. Classes are balanced by subsampling
-    the larger one. Returns `accuracy` (mean held-out accuracy, 0.5 = indistinguishable), `accuracy_std`,
-    `n_segments_per_class`, `folds`; NaN accuracy when either class has fewer segments than folds.
-    """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedGroupKFold, cross_val_score
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    rng = np.random.default_rng(seed)
-    (synthetic_segments, synthetic_items), (real_segments, real_items) = item_segments(synthetic), item_segments(real)
-    n = min(len(synthetic_segments), len(real_segments))
-    result = {"accuracy": float("nan"), "accuracy_std": float("nan"), "n_segments_per_class": n, "folds": folds}
-    if n < folds:
-        return result
-    keep_synthetic = np.sort(rng.choice(len(synthetic_segments), n, replace=False))
-    keep_real = np.sort(rng.choice(len(real_segments), n, replace=False))
-    segments = [synthetic_segments[i] for i in keep_synthetic] + [real_segments[i] for i in keep_real]
-    features = np.stack([multichannel_features(segment) for segment in segments])
-    labels = np.repeat([1, 0], n)  # 1 = synthetic
-    groups = np.concatenate([synthetic_items[keep_synthetic], real_items[keep_real] + len(synthetic_items) + 1])
-    classifier = make_pipeline(StandardScaler(), LogisticRegression(C=10.0, max_iter=1000))
-    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
-    scores = cross_val_score(classifier, features, labels, groups=groups, cv=splitter)
-    result["accuracy"], result["accuracy_std"] = float(scores.mean()), float(scores.std())
-    return result
-
-
-# ----------------------------------------------------------------------------------------------------
-# Report, figure, table
+# Pooled realism summary (mixed montages), table and figure
 # ----------------------------------------------------------------------------------------------------
 
 
@@ -409,8 +256,30 @@ def _pooled(items: Sequence[Any], per_channel) -> np.ndarray:
     return np.concatenate([per_channel(item) for item in items])
 
 
-def realism_report(synthetic: Sequence[Any], real: Sequence[Any], folds: int = 5, seed: int = 0) -> dict:
-    """Compare synthetic EEG with real EEG (lists of `[C, T]` arrays, µV at 200 Hz).
+def _pooled_classifier(synthetic: Sequence[Any], real: Sequence[Any], folds: int, seed: int, repeats: int = 3) -> dict:
+    """`lbm.realism.two_sample_test` (band-power classifier, each item its own group, 4-s windows) on the items of
+    the most common channel count that both sets have; mean ± std over `repeats` seeds."""
+    synthetic, real = [as_signal(x) for x in synthetic], [as_signal(x) for x in real]
+    shared = Counter(len(x) for x in synthetic if any(len(y) == len(x) for y in real))
+    length = int(SEGMENT_SECONDS * SAMPLING_RATE)
+    result = {"accuracy": float("nan"), "accuracy_std": float("nan"), "n_segments_per_class": 0, "folds": folds}
+    if not shared:
+        return result
+    channels = shared.most_common(1)[0][0]
+    a = [x for x in synthetic if len(x) == channels and x.shape[-1] >= length]
+    b = [x for x in real if len(x) == channels and x.shape[-1] >= length]
+    if min(len(a), len(b)) < 2:
+        return result
+    runs = [two_sample_test(a, b, SAMPLING_RATE, classifier="bandpower", window_seconds=SEGMENT_SECONDS, folds=folds,
+                            seed=seed + r) for r in range(repeats)]
+    accuracies = [run["accuracy"] for run in runs]
+    return {"accuracy": float(np.mean(accuracies)), "accuracy_std": float(np.std(accuracies)),
+            "n_segments_per_class": runs[0]["n_windows_per_class"], "folds": runs[0]["folds"], "n_channels": channels}
+
+
+def pooled_realism(synthetic: Sequence[Any], real: Sequence[Any], folds: int = 5, seed: int = 0) -> dict:
+    """A quick realism summary of synthetic against real EEG (lists of `[C, T]` arrays, µV at 200 Hz; montages
+    may differ between items). For a test with grouped folds and real-vs-real floors use `lbm.realism`.
 
     Returns a dict:
         `bands`: per band, `synthetic_db` / `real_db` (mean band power over every channel of every item,
@@ -420,7 +289,9 @@ def realism_report(synthetic: Sequence[Any], real: Sequence[Any], folds: int = 5
         `amplitude`: median channel std (µV) of each and their `ratio` (synthetic / real);
         `correlation`: mean |inter-channel r| of each (mean over items);
         `seam`: median `seam_ratio` over items of each (squared steps across 1-s boundaries / within);
-        `classifier`: [`two_sample_accuracy`] on 4-s multichannel segments;
+        `classifier`: `lbm.realism.two_sample_test` with its band-power classifier (every item its own group) on
+            the items of the most common shared channel count: `accuracy` (0.5 = indistinguishable),
+            `accuracy_std` (over 3 seeds), `n_segments_per_class` (4-s windows), `folds`;
         `n_items`, `n_channels`: per class.
     """
     synthetic_db, real_db = _pooled(synthetic, band_powers), _pooled(real, band_powers)
@@ -430,22 +301,31 @@ def realism_report(synthetic: Sequence[Any], real: Sequence[Any], folds: int = 5
              for i, band in enumerate(BANDS)}
     slope = {"synthetic_mean": float(synthetic_slope.mean()), "synthetic_std": float(synthetic_slope.std()),
              "real_mean": float(real_slope.mean()), "real_std": float(real_slope.std())}
-    synthetic_std = float(np.median(_pooled(synthetic, lambda x: _as_signal(x).std(-1))))
-    real_std = float(np.median(_pooled(real, lambda x: _as_signal(x).std(-1))))
+    synthetic_std = float(np.median(_pooled(synthetic, lambda x: as_signal(x).std(-1))))
+    real_std = float(np.median(_pooled(real, lambda x: as_signal(x).std(-1))))
     correlation = {name: float(np.nanmean([mean_abs_correlation(x) for x in items]))
                    for name, items in (("synthetic", synthetic), ("real", real))}
-    seam = {name: float(np.nanmedian([seam_ratio(_as_signal(x), BLOCK_SIZE) for x in items]))
+    seam = {name: float(np.nanmedian([seam_ratio(as_signal(x), BLOCK_SIZE) for x in items]))
             for name, items in (("synthetic", synthetic), ("real", real))}
     return {"bands": bands, "slope": slope,
             "amplitude": {"synthetic_std": synthetic_std, "real_std": real_std, "ratio": synthetic_std / real_std},
             "correlation": correlation, "seam": seam,
-            "classifier": two_sample_accuracy(synthetic, real, folds, seed),
+            "classifier": _pooled_classifier(synthetic, real, folds, seed),
             "n_items": {"synthetic": len(synthetic), "real": len(real)},
             "n_channels": {"synthetic": len(synthetic_db), "real": len(real_db)}}
 
 
+realism_report = pooled_realism  # the benchmarks' name for the pooled summary; the two-sample report is lbm.realism's
+
+
 def format_realism(report: dict) -> str:
-    """A [`realism_report`] as a markdown table (one row per band, slope, classifier accuracy)."""
+    """A realism block as markdown: an `lbm.realism` report (what `evaluate_lbm` returns; `format_report`), a
+    [`pooled_realism`] summary (one row per band, slope, amplitude, correlation, seams, classifier), or the reason
+    it could not be computed."""
+    if "metrics" in report:
+        return format_report(report)
+    if "error" in report:
+        return f"realism not computed: {report['error']}"
     lines = ["| metric | synthetic | real | synthetic - real |", "|---|---|---|---|"]
     for band, row in report["bands"].items():
         low, high = BANDS.get(band, (float("nan"), float("nan")))
@@ -469,7 +349,7 @@ def format_realism(report: dict) -> str:
 
 def _plot_traces(ax, item: Any, title: str, channel_names: Sequence[str] | None, seconds: float, max_channels: int):
     """Up to `max_channels` channels of one item, the first `seconds`, stacked with a shared offset."""
-    x = _as_signal(item)[:max_channels, : int(seconds * SAMPLING_RATE)]
+    x = as_signal(item)[:max_channels, : int(seconds * SAMPLING_RATE)]
     spacing = 4 * float(np.median(x.std(-1))) or 1.0
     t = np.arange(x.shape[-1]) / SAMPLING_RATE
     for i, channel in enumerate(x):
@@ -482,11 +362,12 @@ def _plot_traces(ax, item: Any, title: str, channel_names: Sequence[str] | None,
 
 def _plot_psd(ax, items: Sequence[Any], label: str, color: str):
     """Mean Welch PSD over 4-s channel segments (whole channels when none is that long), 10-90% band."""
-    segments, _ = channel_segments(items)
+    signals = [as_signal(item) for item in items]
+    windows, _ = cut_windows(signals, int(SEGMENT_SECONDS * SAMPLING_RATE))
+    segments = windows.reshape(-1, windows.shape[-1])  # every channel of every window
     if not len(segments):
-        segments = [_as_signal(item) for item in items]
-        shortest = min(s.shape[-1] for s in segments)
-        segments = np.concatenate([s[:, :shortest] for s in segments])
+        shortest = min(s.shape[-1] for s in signals)
+        segments = np.concatenate([s[:, :shortest] for s in signals])
     frequencies, psd = welch_psd(segments)
     keep = (frequencies >= 0.5) & (frequencies <= 45)
     frequencies, psd = frequencies[keep], np.maximum(psd[:, keep], POWER_FLOOR)
@@ -536,21 +417,18 @@ def plot_realism(synthetic: Sequence[Any], real: Sequence[Any], path: str | Path
 
 __all__ = [
     "BANDS",
-    "FEATURE_NAMES",
     "band_powers",
     "bigram_nll",
-    "channel_segments",
     "count_baselines",
-    "item_segments",
-    "mean_abs_correlation",
-    "multichannel_features",
+    "evaluate_lbm",
     "format_realism",
+    "mean_abs_correlation",
     "plot_realism",
+    "pooled_realism",
+    "realism_of_samples",
     "realism_report",
     "row_streams",
-    "segment_features",
     "spectral_slope",
-    "two_sample_accuracy",
     "unigram_nll",
     "welch_psd",
 ]
@@ -566,12 +444,13 @@ STANDARD_1020 = ["fp1", "fp2", "f7", "f3", "fz", "f4", "f8", "t3", "c3", "cz", "
 
 @torch.no_grad()
 def sample_eeg(model, tokenizer, channel_names: Sequence[str], seconds: int, num_samples: int, seed: int = 0,
-               temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None) -> list[np.ndarray]:
+               temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
+               **sampling) -> list[np.ndarray]:
     """`num_samples` synthetic recordings [C, seconds * 200] in microvolts: LBM codes (sampled as one batch)
-    decoded by the tokenizer."""
+    decoded by the tokenizer. Sampling options left None are the model's defaults (`sampling.generation_kwargs`)."""
     generator = torch.Generator().manual_seed(seed)
-    out = model.generate(list(channel_names), num_patches=seconds, temperature=temperature, top_k=top_k, top_p=top_p,
-                         generator=generator, batch_size=num_samples)
+    out = model.generate(list(channel_names), num_patches=seconds, generator=generator, batch_size=num_samples,
+                         **generation_kwargs(model, temperature=temperature, top_k=top_k, top_p=top_p, **sampling))
     eeg = decode_generated(tokenizer, out, channel_names, generator)
     return list(eeg.cpu().numpy())
 
@@ -592,7 +471,7 @@ def _window_signal(row: dict) -> np.ndarray:
 
 @torch.no_grad()
 def prompt_specificity(model, tokenizer, rows: Sequence[dict], prompt_seconds: int = 4, seconds: int = 4,
-                       seed: int = 0, temperature: float = 1.0, top_p: float | None = None) -> dict:
+                       seed: int = 0, temperature: float | None = None, top_p: float | None = None) -> dict:
     """Does a continuation stay the same recording? One prompt per recording (the first `prompt_seconds` of its
     first window long enough), continued for `seconds`, within groups of recordings that share a montage.
 
@@ -623,8 +502,8 @@ def prompt_specificity(model, tokenizer, rows: Sequence[dict], prompt_seconds: i
         # signal is windowed as an end frame, which a continuation would not match
         encoded = tokenizer.encode(torch.from_numpy(signals[..., :split + SAMPLING_RATE]), list(names))
         out = model.generate(list(names), num_patches=seconds, prompt_codes=encoded.codes[..., :prompt_seconds],
-                             prompt_scale_codes=encoded.scale_codes[..., :prompt_seconds], temperature=temperature,
-                             top_p=top_p, generator=generator)
+                             prompt_scale_codes=encoded.scale_codes[..., :prompt_seconds], generator=generator,
+                             **generation_kwargs(model, temperature=temperature, top_p=top_p))
         eeg = decode_generated(tokenizer, out, names, generator, prompt_seconds).numpy()
         prompts = [band_powers(x[:, :split]) for x in signals]
         for i, x in enumerate(eeg):
@@ -642,16 +521,44 @@ def prompt_specificity(model, tokenizer, rows: Sequence[dict], prompt_seconds: i
             "num_prompts": len(closer)}
 
 
+def realism_of_samples(synthetic: Sequence[np.ndarray], validation_rows, channel_names: Sequence[str],
+                       train_rows=None, seed: int = 0, classifiers: Sequence[str] = CLASSIFIERS,
+                       repeats: int = 3) -> dict:
+    """`lbm.realism.realism_report` of synthetic samples (`[C, T]` µV at 200 Hz in `channel_names` order, each its
+    own draw) against the prepared validation windows that have every channel of `channel_names` (grouped by
+    `subject_id`). The floor: training windows of other subjects when `train_rows` is given (and holds at least two
+    such subjects), else half of the validation subjects against the other half. A report that cannot be made
+    (no window of the montage, too few subjects) is `{"error": reason}`."""
+    try:
+        reference = prepared_set(validation_rows, channel_names)
+        if not len(reference):
+            raise ValueError(f"no validation window has every channel of the montage {list(channel_names)}")
+        other = None
+        if train_rows is not None:
+            other = prepared_set(train_rows, channel_names, exclude_groups=reference.groups)
+            other = other if len(set(other.groups)) >= 2 else None
+        return two_sample_realism_report(
+            synthetic, reference.signals, reference.channel_names, SAMPLING_RATE, real_groups=reference.groups,
+            other_real=other.signals if other else None, other_real_groups=other.groups if other else None,
+            repeats=repeats, seed=seed, classifiers=classifiers)
+    except ValueError as error:
+        return {"error": str(error)}
+
+
 def evaluate_lbm(model, tokenizer, train_codes, validation_codes, validation_rows: Sequence[dict],
                  num_samples: int = 32, seconds: int = 8, channel_names: Sequence[str] = STANDARD_1020,
-                 seed: int = 0, temperature: float = DEFAULT_TEMPERATURE, top_p: float | None = None,
-                 figure: str | Path | None = None) -> dict:
+                 seed: int = 0, temperature: float | None = None, top_p: float | None = None,
+                 figure: str | Path | None = None, train_rows=None, realism_classifiers: Sequence[str] = CLASSIFIERS,
+                 realism_repeats: int = 3) -> dict:
     """Validation NLL against the count models, realism of samples, and prompt specificity.
 
     `train_codes` / `validation_codes`: code datasets (`load_codes`); `validation_rows`: the prepared validation
-    windows they came from (real EEG in µV, with `channel_names` and `recording_id`). Samples use the montage
-    `channel_names` and are compared with the real windows of that montage (all windows when none has it).
-    Returns a JSON-serialisable dict; writes the realism figure when `figure` is given.
+    windows they came from (real EEG in µV, with `channel_names`, `subject_id` and `recording_id`). Samples use
+    the montage `channel_names` (any model whose `generate(channel_names, num_patches=, batch_size=, generator=,
+    temperature=)` returns codes the tokenizer decodes; sampling options left None are the model's defaults) and `results["realism"]` is [`realism_of_samples`]: the
+    `lbm.realism` report against the validation windows of that montage, its floor from `train_rows` (prepared
+    training windows, optional) of other subjects or else from half of the validation subjects against the other
+    half. Returns a JSON-serialisable dict; writes the realism figure when `figure` is given.
     """
     from .training import validation_nll
 
@@ -662,16 +569,14 @@ def evaluate_lbm(model, tokenizer, train_codes, validation_codes, validation_row
     for name, baseline in count_baselines(train_codes, validation_codes, sizes).items():
         results[name] = {k: v for k, v in baseline.items() if k in ("bits_per_code", "bits_per_position", "weights")}
     rows = list(validation_rows)
-    wanted = [n.lower() for n in channel_names]
-    real = [_window_signal(r) for r in rows if [n.lower() for n in r["channel_names"]] == wanted]
-    if not real:  # other montages: compare with every real window
-        real = [_window_signal(r) for r in rows]
     synthetic = sample_eeg(model, tokenizer, channel_names, seconds, num_samples, seed, temperature, top_p=top_p)
-    results["realism"] = realism_report(synthetic, real, seed=seed)
+    results["realism"] = realism_of_samples(synthetic, rows, channel_names, train_rows, seed, realism_classifiers,
+                                            realism_repeats)
     results["samples"] = {"num_samples": num_samples, "seconds": seconds, "channels": list(channel_names),
                           "temperature": temperature, "top_p": top_p}
     results["prompt"] = prompt_specificity(model, tokenizer, rows, seed=seed, temperature=temperature, top_p=top_p)
     if figure is not None:
+        real = prepared_set(rows, channel_names).signals or [_window_signal(r) for r in rows]
         results["figure"] = str(plot_realism(synthetic, real, figure, channel_names=list(channel_names)))
     return results
 

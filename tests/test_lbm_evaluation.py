@@ -15,7 +15,7 @@ from neurorvq.lbm.evaluation import (
     count_baselines,
     format_realism,
     plot_realism,
-    realism_report,
+    pooled_realism,
     row_streams,
     spectral_slope,
     unigram_nll,
@@ -205,7 +205,7 @@ def test_spectral_slope_of_pink_and_brown_noise():
 def test_realism_of_a_second_sample_of_the_same_process():
     rng = np.random.default_rng(4)
     # many short items: folds keep items whole, so the item count sets the accuracy's noise
-    report = realism_report(eeg_like(rng, 80, seconds=8), eeg_like(rng, 80, seconds=8))
+    report = pooled_realism(eeg_like(rng, 80, seconds=8), eeg_like(rng, 80, seconds=8))
     classifier = report["classifier"]
     assert classifier["n_segments_per_class"] == 80 * 2  # 4-s segments of all channels
     assert classifier["accuracy"] < 0.65
@@ -222,11 +222,12 @@ def test_realism_of_white_noise_against_eeg():
     rng = np.random.default_rng(5)
     real = eeg_like(rng, 20, seconds=20)
     # white noise of the same overall amplitude, mixed channel counts, one item too short to segment
-    noise = [20 * rng.standard_normal((channels, 20 * FS)) for channels in (3, 5) * 10]
-    noise.append(20 * rng.standard_normal((2, 600)))
-    report = realism_report(noise, real)
+    noise = [20 * rng.standard_normal((channels, 20 * FS)) for channels in (3, 4, 5, 4) * 5]
+    noise.append(20 * rng.standard_normal((4, 600)))
+    report = pooled_realism(noise, real)
     classifier = report["classifier"]
-    assert classifier["n_segments_per_class"] == 20 * 5  # the 3-s item gives no 4-s segment
+    # the classifier sees the items of the shared channel count (4): ten 20-s items, the 3-s one gives no 4-s window
+    assert classifier["n_channels"] == 4 and classifier["n_segments_per_class"] == 10 * 5
     assert classifier["accuracy"] > 0.9
     # white noise lacks the 1/f excess at low frequencies and the alpha peak, and has more gamma
     assert report["bands"]["alpha"]["difference_db"] < -5
@@ -245,10 +246,10 @@ def test_realism_sees_missing_inter_channel_correlation_and_seams():
     for item in independent:  # every 1-s block shifted by its own offset: jumps at the seams
         offsets = np.repeat(rng.normal(0, 20, (item.shape[0], item.shape[1] // FS)), FS, axis=1)
         blocky.append(item + offsets)
-    report = realism_report(independent, real)
+    report = pooled_realism(independent, real)
     assert report["correlation"]["real"] > report["correlation"]["synthetic"] + 0.3
     assert report["classifier"]["accuracy"] > 0.9  # the correlation feature alone separates them
-    seams = realism_report(blocky, real)["seam"]
+    seams = pooled_realism(blocky, real)["seam"]
     assert seams["synthetic"] > 3 * seams["real"]
 
 
