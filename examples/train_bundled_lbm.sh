@@ -1,21 +1,28 @@
 #!/usr/bin/env bash
-# How the bundled LBM (neurorvq/lbm-small) was made on this 2-core CPU: tokenize the prepared ../shared/data/eeg with
-# the bundled tokenizer (the rows carry `neurorvq prepare`'s labels: EEGMAT rest / arithmetic, EEGMMIDB eyes_open /
-# eyes_closed baselines), train configs/lbm/small-depthwise.json on the training codes (code embeddings and codeword
-# scores start from the tokenizer's codebooks; conditions = the config's condition_names, 10% condition dropout),
-# evaluate NLL against the count models, realism, prompt specificity and the conditional utility (TSTR / TRTR) on the
-# validation subjects, and draw the learning curve. Sampling uses the pipeline's defaults: temperature 0.8 times the
-# config's stream_temperature_scales (colder gain tokens and 30-100 Hz codes, chosen by measuring samples of the
-# trained model against real validation EEG), decoded with the tokenizer's noise filling.
+# How the bundled LBM (neurorvq/lbm-small, the spatial LBM) was made on this 2-core CPU:
+# 1. prepare the whole ../shared/data/eeg (train/validation split by subject; the corpus policy keeps the reserved
+#    hold-out subjects out) and tokenize it with the bundled tokenizer;
+# 2. train configs/lbm/small-spatial.json on the training codes (one thread; code embeddings and codewords start from
+#    the tokenizer's codebooks; conditions = the config's condition_names, 10% condition dropout);
+# 3. choose the sampling defaults with the realism report (benchmarks/lbm_realism_ablation.py) and save them as the
+#    model's generation_config.json;
+# 4. evaluate: bits per channel-second against the count models, the realism report with its floors, prompt
+#    specificity, TSTR / TRTR, and the learning curve.
 set -euo pipefail
-WORK=${WORK:-runs/tokenizer-small}     # holds data/ from examples/train_bundled_tokenizer.sh
+DATA=${DATA:-../shared/data/eeg}
+WORK=${WORK:-runs/lbm-data}
 OUT=${OUT:-runs/lbm-small}
-STEPS=${STEPS:-1200}
-CONFIG=${CONFIG:-configs/lbm/small-depthwise.json}
+STEPS=${STEPS:-1400}
+neurorvq prepare "$DATA" --output "$WORK/data" --on-error skip
 neurorvq tokenize "$WORK/data" --tokenizer neurorvq/tokenizer-small --output "$WORK/codes"
-# one thread: the bundle was trained so, with the second core busy with other work
-OMP_NUM_THREADS=1 neurorvq train-lbm --config "$CONFIG" --data "$WORK/codes" --output "$OUT/model" \
+OMP_NUM_THREADS=1 neurorvq train-lbm --config configs/lbm/small-spatial.json --data "$WORK/codes" --output "$OUT/model" \
   --max-steps "$STEPS" --batch-size 8 --learning-rate 1.5e-3 --warmup-steps 100 --save-steps 200 --eval-steps 200
+python benchmarks/lbm_realism_ablation.py --data "$WORK/data" --codes "$WORK/codes" --output "$OUT/ablation.json" \
+  --run rounds-4 "$OUT/model" "num_rounds=4,unmasking=random" \
+  --run rounds-8 "$OUT/model" "num_rounds=8,unmasking=random" \
+  --run rounds-16 "$OUT/model" "num_rounds=16,unmasking=random" \
+  --run confidence-8 "$OUT/model" "num_rounds=8,unmasking=confidence"
+# (then: the chosen settings go into "$OUT/model/generation_config.json")
 neurorvq evaluate-lbm "$OUT/model" --codes "$WORK/codes" --data "$WORK/data" --tokenizer neurorvq/tokenizer-small \
-  --samples 32 --seconds 8 --condition-samples 64 --guidance-scales 1,2,3,4 --output "$OUT/validation.json" \
+  --samples 32 --seconds 8 --condition-samples 32 --guidance-scales 1,2 --output "$OUT/validation.json" \
   --figure "$OUT/realism.png" --curve "$OUT/learning_curve.png"

@@ -71,6 +71,7 @@ class LBMConfig(PretrainedConfig):
     """
 
     model_type = "neurorvq-lbm"
+    layouts = LAYOUTS  # a subclass modelling another layout names its own
 
     def __init__(
         self,
@@ -154,7 +155,7 @@ class LBMConfig(PretrainedConfig):
             tokenizer_name_or_path=getattr(tokenizer_config, "_name_or_path", None) or None,
             depth_neighbours=True,
         )
-        if getattr(tokenizer_config, "token_design", "released") == "mdct" and kwargs.get("layout", "depthwise") == "depthwise":
+        if getattr(tokenizer_config, "scales_are_frequency_bands", False) and kwargs.get("layout", "depthwise") == "depthwise":
             defaults.update(codeword_dims=list(tokenizer_config.band_widths), codeword_logits=True, spatial_context=True)
         defaults.update(kwargs)
         return cls(**defaults)
@@ -202,8 +203,8 @@ class LBMConfig(PretrainedConfig):
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"LBMConfig.{name} must be a positive integer, got {value!r}")
 
-        if self.layout not in LAYOUTS:
-            raise ValueError(f"LBMConfig.layout must be one of {LAYOUTS}, got {self.layout!r}")
+        if self.layout not in self.layouts:
+            raise ValueError(f"{type(self).__name__}.layout must be one of {self.layouts}, got {self.layout!r}")
         for name in ("num_scales", "num_quantizers", "codebook_size", "channel_vocab_size", "hidden_size",
                      "num_layers", "num_heads", "max_positions", "max_patches", "depth_hidden_size",
                      "depth_layers", "depth_heads"):
@@ -237,8 +238,9 @@ class LBMConfig(PretrainedConfig):
                                                or any(d <= 0 for d in self.codeword_dims)):
             raise ValueError(f"LBMConfig.codeword_dims must give one positive dimension per scale ({self.num_scales}), "
                              f"got {self.codeword_dims!r}")
-        if self.codeword_logits and (self.layout != "depthwise" or self.codeword_dims is None):
-            raise ValueError("LBMConfig.codeword_logits needs the depthwise layout and codeword_dims")
+        if self.codeword_logits and (self.layout == "flattened" or self.codeword_dims is None):
+            raise ValueError(f"{type(self).__name__}.codeword_logits needs a layout with stream heads (not flattened) "
+                             "and codeword_dims")
         if self.spatial_context and not self.codeword_logits:
             raise ValueError("LBMConfig.spatial_context reads codewords: it needs codeword_logits")
         if isinstance(self.spatial_heads, bool) or not isinstance(self.spatial_heads, int) or self.spatial_heads <= 0:

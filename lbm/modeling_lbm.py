@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -35,7 +36,7 @@ from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
-from neurorvq.tokenizer.loading import BUNDLED, load_pretrained
+from neurorvq.tokenizer.loading import load_pretrained, register_bundled
 
 from .configuration_lbm import LBMConfig
 from .layout import channel_and_time_ids, codes_to_positions, positions_to_codes
@@ -126,6 +127,47 @@ def sample_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int | N
 
 
 # ----------------------------------------------------------------------------------------------------
+# Code embeddings from the tokenizer's codebooks
+# ----------------------------------------------------------------------------------------------------
+
+
+def stream_codebooks(tokenizer, layout) -> list[torch.Tensor]:
+    """The tokenizer's codebook of every residual stream (s, k), scale-major: S * K float tensors [V, D] on the CPU."""
+    codebooks = []
+    for s in range(layout.num_scales):
+        for k in range(layout.num_quantizers):
+            codebook = tokenizer.quantizers[s].stages[k].codebook.detach().float().cpu()
+            if codebook.shape[0] != layout.codebook_size:
+                raise ValueError(f"the tokenizer's codebooks have {codebook.shape[0]} codes, this LBM expects "
+                                 f"{layout.codebook_size}")
+            codebooks.append(codebook)
+    return codebooks
+
+
+def code_embedding_features(layout, codebooks: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Per stream (layout order), a feature vector per code whose random projection starts its embedding: residual
+    codes: their codeword (centred); scale streams: smooth (cosine) functions of the level, since level i and i + 1 are
+    neighbouring amplitudes. -> M tensors [V_m, F_m]."""
+    features = []
+    if layout.has_scale_codes:
+        level = torch.linspace(0, 1, layout.num_scale_tokens)[:, None]
+        ordinal = torch.cos(math.pi * level * torch.arange(1, 17)[None]) / torch.arange(1, 17) ** 0.5
+        features += [ordinal, ordinal]
+    return features + [codebook - codebook.mean(0) for codebook in codebooks]
+
+
+def projected_features(features: list[torch.Tensor], width: int, std: float, generator: torch.Generator) -> torch.Tensor:
+    """Each stream's features through its own fixed random projection to `width`, scaled to `std`; stacked in the
+    offset vocabulary's order -> [V_total, width]."""
+    rows = []
+    for values in features:
+        projection = torch.randn(values.shape[1], width, generator=generator)
+        embedded = values @ projection
+        rows.append(embedded / embedded.std().clamp(min=1e-12) * std)
+    return torch.cat(rows)
+
+
+# ----------------------------------------------------------------------------------------------------
 # Building blocks
 # ----------------------------------------------------------------------------------------------------
 
@@ -139,10 +181,13 @@ class LBMAttention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim, bias=False)
         self.proj = nn.Linear(dim, dim, bias=False)
 
-    def forward(self, x: torch.Tensor, past: tuple[torch.Tensor, torch.Tensor] | None = None):
+    def forward(self, x: torch.Tensor, past: tuple[torch.Tensor, torch.Tensor] | None = None,
+                attn_mask: torch.Tensor | bool | None = None):
         """x [B, T, D], past (k, v) [B, H, L, Dh] -> (y [B, T, D], (k, v) [B, H, L + T, Dh]).
 
-        Query i (absolute step L + i) attends keys 0..L + i.
+        Default (`attn_mask` None): causal, query i (absolute step L + i) attends keys 0..L + i. `attn_mask`: a bool
+        mask [T, L + T] or [B, 1, T, L + T] (True = attend) replacing it, or `False` for full (bidirectional)
+        attention.
         """
         # plain views, not einops: generation calls this 40 times per position, where parsing a pattern shows
         q, k, v = self.qkv(x).unflatten(-1, (3, self.num_heads, -1)).permute(2, 0, 3, 1, 4)  # 3 x [B, H, T, Dh]
@@ -150,7 +195,9 @@ class LBMAttention(nn.Module):
             k, v = torch.cat((past[0], k), dim=2), torch.cat((past[1], v), dim=2)
         steps, total = x.shape[1], k.shape[2]
         mask, causal = None, False
-        if total == steps:
+        if attn_mask is not None:
+            mask = None if attn_mask is False else attn_mask
+        elif total == steps:
             causal = steps > 1
         elif steps > 1:  # new queries after a cache: causal block shifted right by the cache length
             mask = torch.ones(steps, total, dtype=torch.bool, device=x.device).tril(diagonal=total - steps)
@@ -180,12 +227,12 @@ class LBMBlock(nn.Module):
         self.mlp = LBMMLP(dim, mlp_ratio)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, past=None):
+    def forward(self, x: torch.Tensor, past=None, attn_mask=None):
         # norms and dropout as functions, not module calls: generation runs blocks 41 times per position on one
         # token, where each call's overhead is a sizeable share of the work (the Linears stay modules: adapters
         # such as LoRA wrap them)
         norm1, norm2, p = self.norm1, self.norm2, self.drop.p
-        y, kv = self.attn(F.layer_norm(x, norm1.normalized_shape, norm1.weight, None, norm1.eps), past)
+        y, kv = self.attn(F.layer_norm(x, norm1.normalized_shape, norm1.weight, None, norm1.eps), past, attn_mask)
         x = x + F.dropout(y, p, self.training)
         y = F.layer_norm(x, norm2.normalized_shape, norm2.weight, None, norm2.eps)
         return x + F.dropout(self.mlp(y), p, self.training), kv
@@ -201,11 +248,12 @@ class LBMTransformer(nn.Module):
         for layer in self.layers:  # GPT-2: residual projections at std / sqrt(2 * layers) keep the stream's variance flat
             layer.attn.proj.init_scale = layer.mlp.fc2.init_scale = 1 / math.sqrt(2 * num_layers)
 
-    def forward(self, x: torch.Tensor, past: list | None = None):
-        """x [B, T, D], past: per-layer (k, v) or None -> (normed hidden [B, T, D], per-layer (k, v))."""
+    def forward(self, x: torch.Tensor, past: list | None = None, attn_mask=None):
+        """x [B, T, D], past: per-layer (k, v) or None -> (normed hidden [B, T, D], per-layer (k, v)).
+        `attn_mask`: see `LBMAttention.forward` (None = causal)."""
         key_values = []
         for i, layer in enumerate(self.layers):
-            x, kv = layer(x, past[i] if past else None)
+            x, kv = layer(x, past[i] if past else None, attn_mask)
             key_values.append(kv)
         return F.layer_norm(x, self.norm.normalized_shape, self.norm.weight, None, self.norm.eps), key_values
 
@@ -252,11 +300,139 @@ class LBMPreTrainedModel(PreTrainedModel):
                 init.zeros_(module.spatial_in)  # the spatial context starts switched off
 
 
+class LBMInputsMixin:
+    """Input checks and generation inputs shared by the LBMs (`LBMForCausalLM`, `LBMForSpatialGeneration`).
+
+    The model provides `config` (an `LBMConfig`), `code_layout`, `num_streams`, `_stream_sizes`, `_channel_index`
+    (channel name -> vocabulary index), `condition_embed` (or None) and `device`.
+    """
+
+    # ---- input checks -------------------------------------------------------------------------------
+
+    def _check_positions(self, positions, name: str = "positions") -> None:
+        if not isinstance(positions, torch.Tensor) or positions.dim() != 3:
+            shape = tuple(positions.shape) if isinstance(positions, torch.Tensor) else type(positions).__name__
+            raise ValueError(f"{name} must be a LongTensor [B, P, M], got {shape}")
+        if positions.is_floating_point() or positions.dtype == torch.bool:
+            raise ValueError(f"{name} must hold integer codes, got {positions.dtype}")
+        if positions.shape[0] == 0 or positions.shape[1] == 0:
+            raise ValueError(f"{name} is empty: shape {tuple(positions.shape)}")
+        if positions.shape[-1] != self.num_streams:
+            raise ValueError(f"{name} have {positions.shape[-1]} streams, the model has {self.num_streams} "
+                             f"({', '.join(self.code_layout.stream_names)})")
+        sizes = torch.tensor(self._stream_sizes, device=positions.device)
+        if (positions < 0).any() or (positions >= sizes).any():
+            bad = ((positions < 0) | (positions >= sizes)).nonzero()[0].tolist()
+            raise ValueError(f"{name} hold a code outside its stream's vocabulary (first at [b, p, m] = {bad}; "
+                             f"stream sizes {self._stream_sizes})")
+
+    def _check_condition_ids(self, condition_ids, batch: int) -> torch.Tensor | None:
+        """None or [B] integer ids in [0, num_conditions] -> a LongTensor on the model's device (or None)."""
+        if condition_ids is None:
+            return None
+        if not isinstance(condition_ids, torch.Tensor) or condition_ids.is_floating_point() \
+                or tuple(condition_ids.shape) != (batch,):
+            raise ValueError(f"condition_ids must be an integer tensor of shape ({batch},), got {condition_ids!r}")
+        if (condition_ids < 0).any() or (condition_ids > self.config.num_conditions).any():
+            raise ValueError(f"condition_ids must lie in [0, {self.config.num_conditions}] (0 = unconditional; "
+                             f"conditions: {self.config.condition_names or []})")
+        if self.condition_embed is None and bool((condition_ids > 0).any()):
+            raise ValueError("this model was trained without conditions")
+        return condition_ids.long().to(self.device)
+
+    def _check_ids(self, ids, name: str, shape: tuple[int, int], upper: int) -> None:
+        if not isinstance(ids, torch.Tensor) or tuple(ids.shape) != shape:
+            got = tuple(ids.shape) if isinstance(ids, torch.Tensor) else type(ids).__name__
+            raise ValueError(f"{name} must be a LongTensor of shape {shape} ([B, P]), got {got}")
+        if ids.is_floating_point() or ids.dtype == torch.bool:
+            raise ValueError(f"{name} must be integers, got {ids.dtype}")
+        if (ids < 0).any() or (ids >= upper).any():
+            raise ValueError(f"{name} must lie in [0, {upper}), got [{int(ids.min())}, {int(ids.max())}]")
+
+
+    # ---- generation inputs ---------------------------------------------------------------------------
+
+    def channel_indices(self, channels, batch_size: int | None = None) -> torch.LongTensor:
+        """Channel ids [B, C] from names (one list, or one list per sample) or an index tensor ([C] or [B, C]).
+
+        A single list / [C] row is repeated `batch_size` times (default 1)."""
+        if isinstance(channels, torch.Tensor):
+            if channels.dim() not in (1, 2) or channels.is_floating_point() or channels.dtype == torch.bool:
+                raise ValueError(f"channel_indices must be an integer tensor [C] or [B, C], got "
+                                 f"{channels.dtype} {tuple(channels.shape)}")
+            rows = channels.long().reshape(-1, channels.shape[-1])
+            if rows.numel() == 0:
+                raise ValueError("channel_indices is empty")
+            if (rows < 0).any() or (rows >= self.config.channel_vocab_size).any():
+                raise ValueError(f"channel_indices must lie in [0, {self.config.channel_vocab_size})")
+        else:
+            if isinstance(channels, str) or not isinstance(channels, Sequence) or not len(channels):
+                raise ValueError("channels must be a list of channel names, one list per sample, or an index tensor")
+            lists = [channels] if isinstance(channels[0], str) else list(channels)
+            table = []
+            for names in lists:
+                if isinstance(names, str) or not isinstance(names, Sequence) or not len(names):
+                    raise ValueError(f"expected a non-empty list of channel names, got {names!r}")
+                unknown = [n for n in names if not isinstance(n, str) or n.lower() not in self._channel_index]
+                if unknown:
+                    raise ValueError(f"unknown channel names {unknown}: not in the model's channel_vocabulary")
+                table.append([self._channel_index[n.lower()] for n in names])
+            if len({len(r) for r in table}) != 1:
+                raise ValueError("every sample must list the same number of channels")
+            rows = torch.tensor(table, dtype=torch.long)
+        if any(len(set(r)) != len(r) for r in rows.tolist()):
+            raise ValueError("channels contain duplicates")
+        if batch_size is not None and rows.shape[0] != batch_size:
+            if rows.shape[0] != 1:
+                raise ValueError(f"channels give {rows.shape[0]} rows for a batch of {batch_size}")
+            rows = rows.expand(batch_size, -1)
+        return rows.to(self.device)
+
+    def _generation_conditions(self, condition, batch: int) -> torch.LongTensor | None:
+        """`condition` (None, a name, or one name per sample) -> condition ids [B] (None = unconditional)."""
+        if condition is None:
+            return None
+        names = [condition] * batch if isinstance(condition, str) else condition
+        if isinstance(names, str) or not isinstance(names, Sequence) or len(names) != batch:
+            raise ValueError(f"condition must be a name or a list of {batch} names (one per sample), got {condition!r}")
+        return torch.tensor([self.config.condition_id(name) for name in names], dtype=torch.long, device=self.device)
+
+    def _check_prompt(self, prompt_codes, prompt_scale_codes, batch: int | None, num_channels: int):
+        """Validate the prompt; return positions [B, A'*C, M] (B taken from the prompt)."""
+        layout = self.code_layout
+        if prompt_codes is None:
+            if prompt_scale_codes is not None:
+                raise ValueError("prompt_scale_codes given without prompt_codes")
+            return None
+        if not isinstance(prompt_codes, torch.Tensor) or prompt_codes.dim() != 5:
+            shape = tuple(prompt_codes.shape) if isinstance(prompt_codes, torch.Tensor) else type(prompt_codes).__name__
+            raise ValueError(f"prompt_codes must be a LongTensor [B, S, K, C, A'], got {shape}")
+        b, s, k, c, a = prompt_codes.shape
+        if (s, k) != (layout.num_scales, layout.num_quantizers):
+            raise ValueError(f"prompt_codes have S={s}, K={k}; the model has S={layout.num_scales}, "
+                             f"K={layout.num_quantizers}")
+        if c != num_channels or a == 0 or (batch is not None and b != batch):
+            raise ValueError(f"prompt_codes shape {tuple(prompt_codes.shape)} does not match {num_channels} channels "
+                             f"(batch {batch}) or holds no patch")
+        if layout.has_scale_codes and prompt_scale_codes is None:
+            raise ValueError("this model generates scale codes: pass prompt_scale_codes [B, 2, C, A'] with the prompt")
+        if not layout.has_scale_codes and prompt_scale_codes is not None:
+            raise ValueError("this model has no scale streams (num_scale_tokens=0): prompt_scale_codes must be None")
+        positions = codes_to_positions(prompt_codes, prompt_scale_codes).to(self.device)
+        self._check_positions(positions, "prompt codes")
+        return positions
+
+
+
 # LBMs shipped inside the package, loadable offline by name.
-BUNDLED_MODELS = {name: folder for name, folder in BUNDLED.items() if folder.parent.parent.name == "lbm"}
+PRETRAINED = Path(__file__).resolve().parent / "pretrained"
+BUNDLED_MODELS = {"neurorvq/lbm-small": PRETRAINED / "lbm-small",  # the spatial LBM (`LBMForSpatialGeneration`)
+                  "neurorvq/lbm-small-depthwise": PRETRAINED / "lbm-small-depthwise"}  # the previous depth-wise bundle
+for _name, _folder in BUNDLED_MODELS.items():
+    register_bundled(_name, _folder)
 
 
-class LBMForCausalLM(LBMPreTrainedModel):
+class LBMForCausalLM(LBMInputsMixin, LBMPreTrainedModel):
     """Decoder-only LBM over NeuroRVQ codes, `flattened` or `depthwise` (see the module docstring).
 
     Example:
@@ -332,34 +508,24 @@ class LBMForCausalLM(LBMPreTrainedModel):
 
     @torch.no_grad()
     def init_code_embeddings(self, tokenizer, seed: int = 0) -> None:
-        """Start the code embeddings (and so the tied output heads) with the codes' geometry.
-
-        Residual codes of stream (s, k): row j = the tokenizer's codeword j of scale s, stage k (centred), through
-        a fixed random projection; scale streams: smooth (cosine) functions of the level, since level i and i + 1
-        are neighbouring amplitudes. Similar codes then get similar embeddings and similar logits from step 0,
-        instead of 512 unrelated symbols to be told apart from data. Every table keeps the std of its default
-        initialisation (see `_init_weights`); training moves them freely afterwards.
+        """Start the code embeddings (and so the tied output heads) with the codes' geometry
+        (`code_embedding_features`): similar codes get similar embeddings and similar logits from step 0, instead of
+        512 unrelated symbols to be told apart from data. Every table keeps the std of its default initialisation
+        (see `_init_weights`); training moves them freely afterwards. With codeword scores, the tokenizer's codebooks
+        are copied into `codewords`.
         """
-        layout, generator = self.code_layout, torch.Generator().manual_seed(seed)
-        features = []
-        if layout.has_scale_codes:
-            level = torch.linspace(0, 1, layout.num_scale_tokens)[:, None]
-            ordinal = torch.cos(math.pi * level * torch.arange(1, 17)[None]) / torch.arange(1, 17) ** 0.5
-            features += [ordinal, ordinal]
-        for s in range(layout.num_scales):
-            for k in range(layout.num_quantizers):
-                codebook = tokenizer.quantizers[s].stages[k].codebook.detach().float().cpu()
-                if codebook.shape[0] != layout.codebook_size:
-                    raise ValueError(f"the tokenizer's codebooks have {codebook.shape[0]} codes, this LBM expects "
-                                     f"{layout.codebook_size}")
-                features.append(codebook - codebook.mean(0))
-                if self.codeword_mean is not None:
-                    start, end = self._codeword_slices[len(features) - 1]
-                    if codebook.shape[1] != end - start:
-                        raise ValueError(f"scale {s} of the tokenizer has {codebook.shape[1]}-d codewords, this LBM "
-                                         f"expects codeword_dims[{s}] = {end - start}")
-                    self.codewords[: codebook.shape[0], start:end] = codebook.to(self.codewords)
-        if self.codeword_mean is not None:  # a weak start: the prior term -precision ||w_j||^2 / 2 spreads by 1 nat
+        generator = torch.Generator().manual_seed(seed)
+        codebooks = stream_codebooks(tokenizer, self.code_layout)
+        features = code_embedding_features(self.code_layout, codebooks)
+        if self.codeword_mean is not None:
+            first = 2 if self.code_layout.has_scale_codes else 0
+            for m, codebook in enumerate(codebooks, start=first):
+                start, end = self._codeword_slices[m]
+                if codebook.shape[1] != end - start:
+                    raise ValueError(f"stream {m} of the tokenizer has {codebook.shape[1]}-d codewords, this LBM "
+                                     f"expects {end - start} (codeword_dims)")
+                self.codewords[: codebook.shape[0], start:end] = codebook.to(self.codewords)
+            # a weak start: the prior term -precision ||w_j||^2 / 2 spreads by 1 nat
             for m, (start, end) in enumerate(self._codeword_slices):
                 words = self.codewords[: self._stream_sizes[m], start:end]
                 spread = (words * words).sum(-1).std() / 2
@@ -369,12 +535,7 @@ class LBMForCausalLM(LBMPreTrainedModel):
                 continue
             # the scales of `_init_weights`: std initializer_range (main), d^-1/2 (depth)
             std = self.config.initializer_range if table is self.token_embed else table.weight.shape[1] ** -0.5
-            rows = []
-            for values in features:
-                projection = torch.randn(values.shape[1], table.weight.shape[1], generator=generator)
-                embedded = values @ projection
-                rows.append(embedded / embedded.std().clamp(min=1e-12) * std)
-            table.weight.copy_(torch.cat(rows).to(table.weight))
+            table.weight.copy_(projected_features(features, table.weight.shape[1], std, generator).to(table.weight))
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
@@ -544,48 +705,6 @@ class LBMForCausalLM(LBMPreTrainedModel):
             held = tuple(torch.cat(pair, dim=1) for pair in zip(cache.positions, held))
         return hidden, LBMCache(kv, tokens[:, -1], held)
 
-    # ---- input checks -------------------------------------------------------------------------------
-
-    def _check_positions(self, positions, name: str = "positions") -> None:
-        if not isinstance(positions, torch.Tensor) or positions.dim() != 3:
-            shape = tuple(positions.shape) if isinstance(positions, torch.Tensor) else type(positions).__name__
-            raise ValueError(f"{name} must be a LongTensor [B, P, M], got {shape}")
-        if positions.is_floating_point() or positions.dtype == torch.bool:
-            raise ValueError(f"{name} must hold integer codes, got {positions.dtype}")
-        if positions.shape[0] == 0 or positions.shape[1] == 0:
-            raise ValueError(f"{name} is empty: shape {tuple(positions.shape)}")
-        if positions.shape[-1] != self.num_streams:
-            raise ValueError(f"{name} have {positions.shape[-1]} streams, the model has {self.num_streams} "
-                             f"({', '.join(self.code_layout.stream_names)})")
-        sizes = torch.tensor(self._stream_sizes, device=positions.device)
-        if (positions < 0).any() or (positions >= sizes).any():
-            bad = ((positions < 0) | (positions >= sizes)).nonzero()[0].tolist()
-            raise ValueError(f"{name} hold a code outside its stream's vocabulary (first at [b, p, m] = {bad}; "
-                             f"stream sizes {self._stream_sizes})")
-
-    def _check_condition_ids(self, condition_ids, batch: int) -> torch.Tensor | None:
-        """None or [B] integer ids in [0, num_conditions] -> a LongTensor on the model's device (or None)."""
-        if condition_ids is None:
-            return None
-        if not isinstance(condition_ids, torch.Tensor) or condition_ids.is_floating_point() \
-                or tuple(condition_ids.shape) != (batch,):
-            raise ValueError(f"condition_ids must be an integer tensor of shape ({batch},), got {condition_ids!r}")
-        if (condition_ids < 0).any() or (condition_ids > self.config.num_conditions).any():
-            raise ValueError(f"condition_ids must lie in [0, {self.config.num_conditions}] (0 = unconditional; "
-                             f"conditions: {self.config.condition_names or []})")
-        if self.condition_embed is None and bool((condition_ids > 0).any()):
-            raise ValueError("this model was trained without conditions")
-        return condition_ids.long().to(self.device)
-
-    def _check_ids(self, ids, name: str, shape: tuple[int, int], upper: int) -> None:
-        if not isinstance(ids, torch.Tensor) or tuple(ids.shape) != shape:
-            got = tuple(ids.shape) if isinstance(ids, torch.Tensor) else type(ids).__name__
-            raise ValueError(f"{name} must be a LongTensor of shape {shape} ([B, P]), got {got}")
-        if ids.is_floating_point() or ids.dtype == torch.bool:
-            raise ValueError(f"{name} must be integers, got {ids.dtype}")
-        if (ids < 0).any() or (ids >= upper).any():
-            raise ValueError(f"{name} must lie in [0, {upper}), got [{int(ids.min())}, {int(ids.max())}]")
-
     # ---- training / scoring forward -------------------------------------------------------------------
 
     def forward(self, positions: torch.LongTensor, channel_ids: torch.LongTensor, time_ids: torch.LongTensor,
@@ -656,76 +775,6 @@ class LBMForCausalLM(LBMPreTrainedModel):
         return LBMOutput(loss=loss, logits=logits, cache=cache if use_cache else None)
 
     # ---- generation ---------------------------------------------------------------------------------
-
-    def channel_indices(self, channels, batch_size: int | None = None) -> torch.LongTensor:
-        """Channel ids [B, C] from names (one list, or one list per sample) or an index tensor ([C] or [B, C]).
-
-        A single list / [C] row is repeated `batch_size` times (default 1)."""
-        if isinstance(channels, torch.Tensor):
-            if channels.dim() not in (1, 2) or channels.is_floating_point() or channels.dtype == torch.bool:
-                raise ValueError(f"channel_indices must be an integer tensor [C] or [B, C], got "
-                                 f"{channels.dtype} {tuple(channels.shape)}")
-            rows = channels.long().reshape(-1, channels.shape[-1])
-            if rows.numel() == 0:
-                raise ValueError("channel_indices is empty")
-            if (rows < 0).any() or (rows >= self.config.channel_vocab_size).any():
-                raise ValueError(f"channel_indices must lie in [0, {self.config.channel_vocab_size})")
-        else:
-            if isinstance(channels, str) or not isinstance(channels, Sequence) or not len(channels):
-                raise ValueError("channels must be a list of channel names, one list per sample, or an index tensor")
-            lists = [channels] if isinstance(channels[0], str) else list(channels)
-            table = []
-            for names in lists:
-                if isinstance(names, str) or not isinstance(names, Sequence) or not len(names):
-                    raise ValueError(f"expected a non-empty list of channel names, got {names!r}")
-                unknown = [n for n in names if not isinstance(n, str) or n.lower() not in self._channel_index]
-                if unknown:
-                    raise ValueError(f"unknown channel names {unknown}: not in the model's channel_vocabulary")
-                table.append([self._channel_index[n.lower()] for n in names])
-            if len({len(r) for r in table}) != 1:
-                raise ValueError("every sample must list the same number of channels")
-            rows = torch.tensor(table, dtype=torch.long)
-        if any(len(set(r)) != len(r) for r in rows.tolist()):
-            raise ValueError("channels contain duplicates")
-        if batch_size is not None and rows.shape[0] != batch_size:
-            if rows.shape[0] != 1:
-                raise ValueError(f"channels give {rows.shape[0]} rows for a batch of {batch_size}")
-            rows = rows.expand(batch_size, -1)
-        return rows.to(self.device)
-
-    def _generation_conditions(self, condition, batch: int) -> torch.LongTensor | None:
-        """`condition` (None, a name, or one name per sample) -> condition ids [B] (None = unconditional)."""
-        if condition is None:
-            return None
-        names = [condition] * batch if isinstance(condition, str) else condition
-        if isinstance(names, str) or not isinstance(names, Sequence) or len(names) != batch:
-            raise ValueError(f"condition must be a name or a list of {batch} names (one per sample), got {condition!r}")
-        return torch.tensor([self.config.condition_id(name) for name in names], dtype=torch.long, device=self.device)
-
-    def _check_prompt(self, prompt_codes, prompt_scale_codes, batch: int | None, num_channels: int):
-        """Validate the prompt; return positions [B, A'*C, M] (B taken from the prompt)."""
-        layout = self.code_layout
-        if prompt_codes is None:
-            if prompt_scale_codes is not None:
-                raise ValueError("prompt_scale_codes given without prompt_codes")
-            return None
-        if not isinstance(prompt_codes, torch.Tensor) or prompt_codes.dim() != 5:
-            shape = tuple(prompt_codes.shape) if isinstance(prompt_codes, torch.Tensor) else type(prompt_codes).__name__
-            raise ValueError(f"prompt_codes must be a LongTensor [B, S, K, C, A'], got {shape}")
-        b, s, k, c, a = prompt_codes.shape
-        if (s, k) != (layout.num_scales, layout.num_quantizers):
-            raise ValueError(f"prompt_codes have S={s}, K={k}; the model has S={layout.num_scales}, "
-                             f"K={layout.num_quantizers}")
-        if c != num_channels or a == 0 or (batch is not None and b != batch):
-            raise ValueError(f"prompt_codes shape {tuple(prompt_codes.shape)} does not match {num_channels} channels "
-                             f"(batch {batch}) or holds no patch")
-        if layout.has_scale_codes and prompt_scale_codes is None:
-            raise ValueError("this model generates scale codes: pass prompt_scale_codes [B, 2, C, A'] with the prompt")
-        if not layout.has_scale_codes and prompt_scale_codes is not None:
-            raise ValueError("this model has no scale streams (num_scale_tokens=0): prompt_scale_codes must be None")
-        positions = codes_to_positions(prompt_codes, prompt_scale_codes).to(self.device)
-        self._check_positions(positions, "prompt codes")
-        return positions
 
     @torch.no_grad()
     def generate(self, channel_indices=None, num_patches: int | None = None, prompt_codes: torch.Tensor | None = None,

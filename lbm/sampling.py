@@ -97,8 +97,38 @@ def check_stream_temperatures(lbm_config, temperatures) -> list[float]:
     return [check_temperature(t) for t in temperatures]
 
 
-__all__ = ["HIGH_TEMPERATURE", "MAX_TEMPERATURE", "check_count", "check_sampling_controls", "check_seed",
-           "check_stream_temperatures", "check_temperature", "check_top_k", "check_top_p"]
+# Sampling options only a model with a generation config (the spatial LBM) takes.
+GENERATION_CONFIG_OPTIONS = ("num_rounds", "unmasking")
+
+
+def has_generation_config(model) -> bool:
+    """Whether `model.generate` reads its sampling defaults from `model.generation_config` (the spatial LBM)."""
+    return getattr(getattr(model, "generation_config", None), "num_rounds", None) is not None
+
+
+def default_temperature(model) -> float:
+    """The temperature a call without one samples at: the model's generation config's, else `DEFAULT_TEMPERATURE`."""
+    return float(model.generation_config.temperature) if has_generation_config(model) else DEFAULT_TEMPERATURE
+
+
+def generation_kwargs(model, **options) -> dict:
+    """The sampling keywords of one `model.generate` call: the options given (None = not given). A model with a
+    generation config fills the rest from it; for the others the temperature defaults to `DEFAULT_TEMPERATURE`, and
+    options they do not know (`GENERATION_CONFIG_OPTIONS`) are an error."""
+    given = {name: value for name, value in options.items() if value is not None}
+    if has_generation_config(model):
+        return given
+    unknown = sorted(set(given) & set(GENERATION_CONFIG_OPTIONS))
+    if unknown:
+        raise ValueError(f"{', '.join(unknown)}: only a spatial LBM (parallel rounds) takes these; "
+                         f"{type(model).__name__} samples code by code")
+    given.setdefault("temperature", DEFAULT_TEMPERATURE)
+    return given
+
+
+__all__ = ["GENERATION_CONFIG_OPTIONS", "HIGH_TEMPERATURE", "MAX_TEMPERATURE", "check_count",
+           "check_sampling_controls", "check_seed", "check_stream_temperatures", "check_temperature", "check_top_k",
+           "check_top_p", "default_temperature", "generation_kwargs", "has_generation_config"]
 
 
 def band_temperatures(lbm_config, tokenizer_config, temperature: float, slow_temperature: float) -> list[float]:
@@ -108,8 +138,6 @@ def band_temperatures(lbm_config, tokenizer_config, temperature: float, slow_tem
     released-design tokenizer has no slow bands: `temperature` throughout."""
     layout = lbm_config.code_layout
     slow = [False] * (2 if layout.has_scale_codes else 0)
-    for s in range(layout.num_scales):
-        is_slow = (getattr(tokenizer_config, "token_design", "released") == "mdct"
-                   and tokenizer_config.band_edges[s + 1] <= tokenizer_config.gain_split)
+    for is_slow in getattr(tokenizer_config, "slow_scales", [False] * layout.num_scales):
         slow += [is_slow] * layout.num_quantizers
     return lbm_config.stream_temperatures([slow_temperature if is_slow else temperature for is_slow in slow])

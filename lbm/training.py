@@ -9,9 +9,46 @@ import torch
 
 from neurorvq.tokenizer.training import TrainingArguments, build_model, train
 
-from .data import code_loader, dataset_labels, load_codes
 from .configuration_lbm import LBMConfig
+from .configuration_lbm_spatial import LBMSpatialConfig
+from .data import code_loader, dataset_labels, load_codes
 from .modeling_lbm import LBMForCausalLM
+from .modeling_lbm_spatial import LBMForSpatialGeneration
+
+# model_type -> (config class, model class): the LBMs `train_lbm` and `load_lbm` know
+LBM_CLASSES = {LBMConfig.model_type: (LBMConfig, LBMForCausalLM),
+               LBMSpatialConfig.model_type: (LBMSpatialConfig, LBMForSpatialGeneration)}
+
+
+def lbm_config(config) -> LBMConfig:
+    """An LBM config object, or a JSON path whose `model_type` picks the class (default `neurorvq-lbm`)."""
+    if isinstance(config, LBMConfig):
+        return config
+    import json
+
+    model_type = json.loads(Path(config).read_text()).get("model_type", LBMConfig.model_type)
+    if model_type not in LBM_CLASSES:
+        raise ValueError(f"{config}: model_type {model_type!r} is not an LBM ({', '.join(LBM_CLASSES)})")
+    return LBM_CLASSES[model_type][0].from_json_file(str(config))
+
+
+def lbm_class(config: LBMConfig):
+    """The model class of an LBM config."""
+    return LBM_CLASSES[config.model_type][1]
+
+
+def load_lbm(name_or_path, **kwargs):
+    """Any LBM (depth-wise / flattened or spatial) from a folder or bundled name, by its config's `model_type`."""
+    from neurorvq.tokenizer.loading import resolve_model_path
+
+    from .modeling_lbm import BUNDLED_MODELS
+
+    folder = resolve_model_path(name_or_path, BUNDLED_MODELS)
+    config_file = Path(folder) / "config.json" if isinstance(folder, Path) else None
+    model_class = LBMForCausalLM
+    if config_file is not None and config_file.is_file():
+        model_class = lbm_class(lbm_config(config_file))
+    return model_class.from_pretrained(name_or_path, **kwargs)  # both classes resolve bundled names and check folders
 
 
 def lbm_step(model, batch):
@@ -55,17 +92,21 @@ def validation_nll(model, dataset, batch_size: int = 8, max_batches: int | None 
 
 def train_lbm(config, codes_dir: str | Path, args: TrainingArguments, init_from: str | Path | None = None,
               eval_batches: int | None = 8):
-    """Train an [`LBMForCausalLM`] on a code dataset (`neurorvq tokenize`); returns (model, state)."""
+    """Train an LBM ([`LBMForCausalLM`] or [`LBMForSpatialGeneration`], by the config's `model_type`) on a code
+    dataset (`neurorvq tokenize`); returns (model, state)."""
     train_set, validation_set = load_codes(codes_dir, "train"), load_codes(codes_dir, "validation")
     if len(train_set) == 0:
         raise ValueError(f"{codes_dir} has no training window")
     if init_from is None:
-        config = config if isinstance(config, LBMConfig) else LBMConfig.from_json_file(str(config))
+        config = lbm_config(config)
         if config.condition_names is None:  # the conditions a fresh model learns: its training labels
             config.condition_names = dataset_labels(train_set)
-    model = build_model(LBMForCausalLM, config, init_from, args.seed)
+        model_class = lbm_class(config)
+    else:
+        model_class = lbm_class(lbm_config(Path(init_from) / "config.json"))
+    model = build_model(model_class, config, init_from, args.seed)
     if init_from is None and model.config.tokenizer_name_or_path:
-        # a fresh model starts with the codes' geometry (see `LBMForCausalLM.init_code_embeddings`)
+        # a fresh model starts with the codes' geometry (see `init_code_embeddings`)
         from neurorvq.tokenizer import NeuroRVQTokenizer
 
         model.init_code_embeddings(NeuroRVQTokenizer.from_pretrained(model.config.tokenizer_name_or_path), args.seed)

@@ -1,14 +1,17 @@
 """User-facing layer: Hugging Face pipelines (registered on import) and the `neurorvq` command line.
 
 Tasks registered with `transformers.pipelines.PIPELINE_REGISTRY`:
-    "eeg-generation"      EEGGenerationPipeline      (LBMForCausalLM; default: the bundled neurorvq/lbm-small)
+    "eeg-generation"      EEGGenerationPipeline      (any LBM: LBMForSpatialGeneration or LBMForCausalLM, by its
+                                                     config; default: the bundled neurorvq/lbm-small)
     "eeg-tokenization"    EEGTokenizationPipeline    (NeuroRVQTokenizer; default: bundled neurorvq/tokenizer-small)
     "eeg-reconstruction"  EEGReconstructionPipeline  (NeuroRVQTokenizer; default: bundled neurorvq/tokenizer-small)
 """
 
 from transformers.pipelines import PIPELINE_REGISTRY
 
-from neurorvq.lbm import LBMForCausalLM
+from transformers import AutoModelForCausalLM
+
+import neurorvq.lbm  # noqa: F401  (registers both LBM classes with AutoModelForCausalLM)
 from neurorvq.lbm.modeling_lbm import BUNDLED_MODELS as _BUNDLED_LBMS
 from neurorvq.tokenizer import NeuroRVQTokenizer
 from neurorvq.tokenizer.modeling_neurorvq import BUNDLED_MODELS as _BUNDLED_TOKENIZERS
@@ -18,7 +21,7 @@ from .eeg_tokenization import EEGReconstructionPipeline, EEGTokenizationPipeline
 
 # Defaults are the bundled folders (absolute paths), so `pipeline(task)` with no model works offline.
 PIPELINE_REGISTRY.register_pipeline(
-    "eeg-generation", pipeline_class=EEGGenerationPipeline, pt_model=LBMForCausalLM,
+    "eeg-generation", pipeline_class=EEGGenerationPipeline, pt_model=AutoModelForCausalLM,
     default={"model": (str(_BUNDLED_LBMS["neurorvq/lbm-small"]), None)}, type="multimodal",
 )
 for _task, _class in (("eeg-tokenization", EEGTokenizationPipeline), ("eeg-reconstruction", EEGReconstructionPipeline)):

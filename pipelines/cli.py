@@ -34,18 +34,24 @@ def _check_file(path, option: str, what: str) -> None:
 
 
 def _check_outputs(args: argparse.Namespace, outputs: dict, inputs=()) -> None:
-    """`outputs`: option -> (path or None, allowed suffixes or None)."""
-    from neurorvq.pipelines._eeg import check_output_path
+    """`outputs`: option -> (path or None, format: "recording", "figure", "json", suffixes or None). All of them
+    against each other and the inputs, then each (format, --overwrite, writable), before any work."""
+    from neurorvq.pipelines._eeg import check_output_paths
 
-    for option, (path, suffixes) in outputs.items():
-        if path:
-            check_output_path(path, getattr(args, "overwrite", False), inputs=inputs, suffixes=suffixes, option=option)
+    check_output_paths(outputs, getattr(args, "overwrite", False), inputs=inputs)
 
 
 def _load(model_class, name):
     from neurorvq.tokenizer.loading import load_model
 
     return load_model(model_class, name)
+
+
+def load_lbm(name):
+    """Any LBM (depth-wise, flattened or spatial) by its config's model_type."""
+    from neurorvq.lbm.training import load_lbm as load
+
+    return load(name)
 
 
 def _convert_official(args: argparse.Namespace) -> int:
@@ -73,6 +79,7 @@ def _prepare(args: argparse.Namespace) -> int:
         seed=args.seed, on_error=args.on_error, on_unknown_channel=args.on_unknown_channel,
         text_channel_names=args.text_channel_names.split(",") if args.text_channel_names else None,
         labels="none" if args.no_labels else "builtin", label_map=label_map, file_labels=file_labels,
+        corpus_policy=args.corpus_policy,
     )
     print(("reused cached dataset " if report.reused_cache else "wrote dataset ") + report.output_dir)
     for split, count in report.windows.items():
@@ -149,7 +156,7 @@ def _evaluate_tokenizer(args: argparse.Namespace) -> int:
     from neurorvq.tokenizer.data import load_prepared
     from neurorvq.tokenizer.evaluation import evaluate_tokenizer, format_table, plot_evaluation
 
-    _check_outputs(args, {"--output": (args.output, None), "--figure": (args.figure, None)})
+    _check_outputs(args, {"--output": (args.output, "json"), "--figure": (args.figure, "figure")})
     model = _load(NeuroRVQTokenizer, args.model)
     rows = load_prepared(args.data, args.split)
     results = evaluate_tokenizer(model, rows, batch_size=args.batch_size, max_windows=args.max_windows)
@@ -186,21 +193,22 @@ def _train_lbm(args: argparse.Namespace) -> int:
 def _evaluate_lbm(args: argparse.Namespace) -> int:
     import json
 
-    from neurorvq.lbm import LBMForCausalLM
     from neurorvq.lbm.data import load_codes
     from neurorvq.lbm.evaluation import evaluate_lbm, format_nll, format_realism, plot_learning_curve
     from neurorvq.tokenizer import NeuroRVQTokenizer
     from neurorvq.tokenizer.data import load_prepared
 
-    _check_outputs(args, {"--output": (args.output, None), "--figure": (args.figure, None), "--curve": (args.curve, None)})
+    _check_outputs(args, {"--output": (args.output, "json"), "--figure": (args.figure, "figure"),
+                          "--curve": (args.curve, "figure")})
     log = Path(args.model) / "log.jsonl"
     if args.curve and not log.is_file():
         raise ValueError(f"--curve reads the training log, but {log} does not exist: pass the training run's folder")
-    model = _load(LBMForCausalLM, args.model).eval()
+    model = load_lbm(args.model).eval()
     tokenizer = _load(NeuroRVQTokenizer, args.tokenizer or model.config.tokenizer_name_or_path).eval()
     results = evaluate_lbm(model, tokenizer, load_codes(args.codes, "train"), load_codes(args.codes, "validation"),
                            load_prepared(args.data, "validation"), num_samples=args.samples, seconds=args.seconds,
-                           seed=args.seed, temperature=args.temperature, top_p=args.top_p, figure=args.figure)
+                           seed=args.seed, temperature=args.temperature, top_p=args.top_p, figure=args.figure,
+                           train_rows=load_prepared(args.data, "train"))
     print(format_nll(results))
     print(format_realism(results["realism"]))
     if model.config.condition_names and not args.no_conditions:
@@ -236,31 +244,29 @@ def _generate(args: argparse.Namespace) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers import pipeline
 
-    from neurorvq.lbm import LBMForCausalLM
     from neurorvq.pipelines._eeg import resolve_channels, save_raw
     from neurorvq.pipelines.plotting import TRAINING_PSD, load_training_psd, plot_recording
     from neurorvq.tokenizer import NeuroRVQTokenizer
 
     from neurorvq.lbm.sampling import check_sampling_controls
-    from neurorvq.pipelines._eeg import RECORDING_OUTPUTS
 
     if args.channels and args.montage:
         raise ValueError("pass --channels or --montage, not both")
-    _check_outputs(args, {"--out": (args.out, RECORDING_OUTPUTS), "--plot": (args.plot, None)},
+    _check_outputs(args, {"--out": (args.out, "recording"), "--plot": (args.plot, "figure")},
                    inputs=[args.prompt] if args.prompt else [])
     if args.prompt:
         _check_file(args.prompt, "--prompt", "recording")
     _check_device(args.device)
-    check_sampling_controls(args.temperature, args.top_k, args.top_p)
+    check_sampling_controls(1.0 if args.temperature is None else args.temperature, args.top_k, args.top_p)
     channels = resolve_channels(args.channels, args.montage if (args.channels or args.prompt) else
                                 (args.montage or "standard_1020"))
-    model = _load(LBMForCausalLM, args.model)
+    model = load_lbm(args.model)
     tokenizer = _load(NeuroRVQTokenizer, args.tokenizer or model.config.tokenizer_name_or_path)
     generator = pipeline("eeg-generation", model=model, tokenizer_model=tokenizer, device=args.device)
     out = generator(args.prompt, seconds=args.seconds, channel_names=channels, temperature=args.temperature,
                     slow_temperature=args.slow_temperature, stream_temperatures=args.stream_temperatures,
                     condition=args.condition,
-                    guidance_scale=args.guidance_scale,
+                    guidance_scale=args.guidance_scale, num_rounds=args.num_rounds, unmasking=args.unmasking,
                     top_k=args.top_k, top_p=args.top_p, seed=args.seed, prompt_seconds=args.prompt_seconds,
                     return_raw=True, progress=True)
     path = save_raw(out["raw"], args.out, overwrite=args.overwrite)
@@ -272,7 +278,7 @@ def _generate(args: argparse.Namespace) -> int:
         if reference is None:
             print(f"note: {TRAINING_PSD} not found; plotting the sample PSD alone "
                   "(create it with `neurorvq training-psd`)")
-        print(f"figure: {plot_recording(out['eeg'], out['channel_names'], args.plot, reference=reference)}")
+        print(f"figure: {plot_recording(out['eeg'], out['channel_names'], args.plot, reference=reference, sampling_rate=out['sampling_rate'])}")
     return 0
 
 
@@ -286,10 +292,8 @@ def _reconstruct(args: argparse.Namespace) -> int:
     from neurorvq.pipelines.plotting import plot_recording
     from neurorvq.tokenizer import NeuroRVQTokenizer
 
-    from neurorvq.pipelines._eeg import RECORDING_OUTPUTS
-
     _check_file(args.recording, "recording", "file")
-    _check_outputs(args, {"--out": (args.out, RECORDING_OUTPUTS), "--plot": (args.plot, None)},
+    _check_outputs(args, {"--out": (args.out, "recording"), "--plot": (args.plot, "figure")},
                    inputs=[args.recording])
     _check_device(args.device)
     text = Path(args.recording).suffix.lower() == ".txt"
@@ -301,19 +305,19 @@ def _reconstruct(args: argparse.Namespace) -> int:
     extra = {"channel_names": args.channel_names.split(","), "sampling_rate": args.sampling_rate} if text else {}
     out = reconstructor(args.recording, max_seconds=args.max_seconds, return_raw=True,
                         normalize_phase=args.normalize_phase, noise_filling=args.noise_filling, **extra)
-    print(f"{len(out['channel_names'])} channels x {out['original'].shape[-1] / 200:g} s: "
+    print(f"{len(out['channel_names'])} channels x {out['original'].shape[-1] / out['sampling_rate']:g} s: "
           f"z-scored MSE {out['zscored_mse']:.4f}, PCC {out['pcc']:.4f}")
     if args.out:
         print(f"wrote {save_raw(out['raw'], args.out, overwrite=args.overwrite)}")
     if args.plot:
-        print(f"figure: {plot_recording(out['reconstruction'], out['channel_names'], args.plot, title='reconstruction', other=out['original'])}")
+        print(f"figure: {plot_recording(out['reconstruction'], out['channel_names'], args.plot, title='reconstruction', other=out['original'], sampling_rate=out['sampling_rate'])}")
     return 0
 
 
 def _training_psd(args: argparse.Namespace) -> int:
     from neurorvq.pipelines.plotting import compute_training_psd
 
-    _check_outputs(args, {"--output": (args.output, (".json",))})
+    _check_outputs(args, {"--output": (args.output, "json")})
     print(f"wrote {compute_training_psd(args.data, args.output, split=args.split, max_windows=args.max_windows)}")
     return 0
 
@@ -374,6 +378,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="labels of whole files by file name pattern (fnmatch), e.g. '*_1.edf=rest,*_2.edf=task', "
                              "or a JSON file")
     labels.add_argument("--no-labels", action="store_true", help="leave every window unlabelled")
+    prepare.add_argument("--corpus-policy", default=None, metavar="FILE.json",
+                         help="the corpus' reserved hold-out subjects (never prepared) and its own labels (default: the "
+                              "shared corpus's, configs/corpus/shared-eeg.json, installed as "
+                              "neurorvq/tokenizer/corpus/shared-eeg.json)")
     prepare.set_defaults(run=_prepare)
 
     train = commands.add_parser(
@@ -447,8 +455,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate_lbm.add_argument("--samples", type=int, default=32, help="synthetic recordings to draw (default: %(default)s)")
     evaluate_lbm.add_argument("--seconds", type=int, default=8, help="seconds per synthetic recording (default: %(default)s)")
     evaluate_lbm.add_argument("--seed", type=int, default=0, help="sampling seed (default: %(default)s)")
-    evaluate_lbm.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE,
-                              help="sampling temperature (default: the pipeline's, %(default)s)")
+    evaluate_lbm.add_argument("--temperature", type=float, default=None,
+                              help="sampling temperature (default: the model's own, as in the pipeline)")
     evaluate_lbm.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass (default: off)")
     evaluate_lbm.add_argument("--output", default=None, help="write the metrics as JSON here")
     evaluate_lbm.add_argument("--figure", default=None, help="write the realism PNG here")
@@ -483,9 +491,9 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--overwrite", action="store_true", help="replace existing --out / --plot files")
     generate.add_argument("--plot", default=None, help="write a PNG here: traces + PSD against the training PSD")
     generate.add_argument("--seed", type=int, default=0, help="sampling seed; same seed, same EEG (default: %(default)s)")
-    generate.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE,
-                          help="sampling temperature, 0 = greedy; chosen by the bundled models' realism and prompt "
-                               "specificity (default: %(default)s)")
+    generate.add_argument("--temperature", type=float, default=None,
+                          help="sampling temperature, 0 = greedy (default: the model's own: a spatial LBM's saved "
+                               f"generation config, chosen by the realism report; {DEFAULT_TEMPERATURE} for others)")
     generate.add_argument("--slow-temperature", type=float, default=None,
                           help="temperature of the slow-band codes (< 8 Hz) only: lower values make channels share "
                                "more slow waveform at some cost in theta power (default: same as --temperature)")
@@ -495,9 +503,13 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--condition", default=None,
                           help="brain state to generate, one the model knows (see its model card; the bundled model: "
                                "rest, arithmetic, eyes_open, eyes_closed); default: unconditional")
-    generate.add_argument("--guidance-scale", type=float, default=1.0,
+    generate.add_argument("--guidance-scale", type=float, default=None,
                           help="classifier-free guidance with --condition: > 1 pushes samples towards the condition "
-                               "(default: %(default)s = plain conditional sampling)")
+                               "(default: the model's; 1 = plain conditional sampling)")
+    generate.add_argument("--num-rounds", type=_positive_int, default=None,
+                          help="spatial LBM: parallel decoding rounds per second (default: the model's)")
+    generate.add_argument("--unmasking", choices=("confidence", "random"), default=None,
+                          help="spatial LBM: which cells each round keeps (default: the model's)")
     generate.add_argument("--top-k", type=_positive_int, default=None, help="sample among the k most likely codes")
     generate.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass in (0, 1]")
     generate.add_argument("--prompt", default=None, help="recording to continue (any file MNE reads)")
@@ -547,6 +559,9 @@ def build_parser() -> argparse.ArgumentParser:
     training_psd.add_argument("--split", default="train", help="split to average (default: %(default)s)")
     training_psd.add_argument("--max-windows", type=_positive_int, default=None, help="use at most this many windows")
     training_psd.set_defaults(run=_training_psd)
+
+    from neurorvq.pipelines.cli_realism import add_parser as add_realism_parser  # argparse only: no heavy import
+    add_realism_parser(commands)
     return parser
 
 

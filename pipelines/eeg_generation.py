@@ -28,15 +28,15 @@ from transformers import Pipeline
 
 from neurorvq.lbm.evaluation import decode_generated
 from neurorvq.lbm.sampling import (
-    DEFAULT_TEMPERATURE,
     band_temperatures,
     check_count,
-    check_sampling_controls,
     check_seed,
     check_stream_temperatures,
     check_temperature,
     check_top_k,
     check_top_p,
+    default_temperature,
+    generation_kwargs,
 )
 
 from ._eeg import (
@@ -53,7 +53,7 @@ from ._eeg import (
 _PREPROCESS = ("seconds", "num_patches", "channel_names", "montage", "num_samples", "prompt_channel_names",
                "prompt_sampling_rate", "prompt_seconds")
 _FORWARD = ("temperature", "slow_temperature", "stream_temperatures", "top_k", "top_p", "seed", "progress", "condition",
-            "guidance_scale")
+            "guidance_scale", "num_rounds", "unmasking")
 _POSTPROCESS = ("return_raw",)
 
 
@@ -81,9 +81,12 @@ class EEGGenerationPipeline(Pipeline):
         seconds / num_patches: seconds (= patches) to generate after the prompt (default 10), integer > 0.
         channel_names / montage: channels to generate (list or comma-separated names, or `"standard_1020"`);
             default: the prompt's channels, else standard_1020. With a prompt they select prompt channels.
-        temperature (default `DEFAULT_TEMPERATURE` = 0.8), top_k, top_p: sampling controls. Stream m is sampled at
-            temperature x `model.config.stream_temperature_scales[m]` when the model has that profile (the bundled
-            one: colder gain tokens and 30-100 Hz codes, chosen for realism; see its model card).
+        temperature, top_k, top_p: sampling controls. Default: the model's own — a spatial LBM's
+            `generation_config` (temperature, per-stream temperature scales, top-k / top-p, guidance, rounds: the
+            bundled one's were chosen by the realism report, see its model card); for a depth-wise / flattened LBM,
+            temperature `DEFAULT_TEMPERATURE` (0.8) x its `config.stream_temperature_scales`.
+        num_rounds, unmasking: spatial LBMs only: parallel decoding rounds per second (more = closer to sampling
+            cell by cell, slower) and which cells a round keeps ("confidence" or "random").
         stream_temperatures: optional M temperatures, one per code stream (`model.code_layout.stream_names`),
             replacing `temperature`, `slow_temperature` and the model's profile (e.g. `[0.9] * 18`: more diverse
             samples, as for training a classifier on synthetic EEG).
@@ -96,7 +99,7 @@ class EEGGenerationPipeline(Pipeline):
         condition: a brain state the model knows (`model.config.condition_names`, e.g. "eyes_closed"; listed in its
             model card), applied to every sample; None = unconditional. An unknown name is an error listing the
             known ones.
-        guidance_scale: classifier-free guidance with `condition` (default 1 = plain conditional sampling; > 1 pushes
+        guidance_scale: classifier-free guidance with `condition` (default: the model's; 1 = plain conditional sampling; > 1 pushes
             samples further towards the condition, at twice the compute).
         num_samples: independent samples (default 1); > 1 returns a list.
         return_raw: also return `"raw"`, an `mne.io.RawArray` in Volts with conventional channel names.
@@ -135,7 +138,7 @@ class EEGGenerationPipeline(Pipeline):
                 kwargs[name] = check(kwargs[name])
         if kwargs.get("condition") is not None:
             self.model.config.condition_id(kwargs["condition"])  # an unknown name fails before any work
-        if kwargs.get("guidance_scale", 1.0) != 1.0 and kwargs.get("condition") is None:
+        if kwargs.get("guidance_scale") not in (None, 1.0) and kwargs.get("condition") is None:
             raise ValueError("guidance_scale needs a condition (it contrasts conditional and unconditional samples)")
         pick = lambda names: {k: kwargs[k] for k in names if k in kwargs}  # noqa: E731
         return pick(_PREPROCESS), pick(_FORWARD), pick(_POSTPROCESS)
@@ -162,7 +165,7 @@ class EEGGenerationPipeline(Pipeline):
             return inputs
         # a lapped (mdct) tokenizer windows the last frame of an encoded signal as an end frame, which a
         # continuation would not match: one more second is read (when there is one) and its codes dropped
-        lapped = self.eeg_tokenizer.is_mdct
+        lapped = self.eeg_tokenizer.encodes_whole_recordings
         windows = load_recording(prompt, prompt_channel_names, prompt_sampling_rate,
                                  max_seconds=None if prompt_seconds is None else prompt_seconds + lapped)
         if channels is not None:  # select (and order) prompt channels
@@ -190,19 +193,21 @@ class EEGGenerationPipeline(Pipeline):
                       prompt_scale_codes=encoded["scale_codes"])
         return inputs
 
-    def _forward(self, inputs, temperature=DEFAULT_TEMPERATURE, slow_temperature=None, stream_temperatures=None,
-                 top_k=None, top_p=None, seed=None, progress=False, condition=None, guidance_scale=1.0):
+    def _forward(self, inputs, temperature=None, slow_temperature=None, stream_temperatures=None, top_k=None, top_p=None,
+                 seed=None, progress=False, condition=None, guidance_scale=None, num_rounds=None, unmasking=None):
         streams = stream_temperatures
         if slow_temperature is not None:
-            streams = band_temperatures(self.model.config, self.eeg_tokenizer.config, temperature, slow_temperature)
+            streams = band_temperatures(self.model.config, self.eeg_tokenizer.config,
+                                        default_temperature(self.model) if temperature is None else temperature,
+                                        slow_temperature)
         codes, scale_codes = generate_codes(self.model, inputs["channel_names"], inputs["num_patches"],
                                             inputs["num_samples"], inputs["prompt_codes"], inputs["prompt_scale_codes"],
                                             temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
                                             progress=progress, stream_temperatures=streams, condition=condition,
-                                            guidance_scale=guidance_scale)
+                                            guidance_scale=guidance_scale, num_rounds=num_rounds, unmasking=unmasking)
         names = inputs["channel_names"]
         prompt_patches = 0 if inputs["prompt_codes"] is None else inputs["prompt_codes"].shape[-1]
-        if self.eeg_tokenizer.is_mdct:  # lapped frames: prompt and continuation decode as one, noise-filled after it
+        if self.eeg_tokenizer.decodes_whole_recordings:  # lapped frames: prompt and continuation decode as one, noise-filled after it
             noise = None if seed is None else torch.Generator().manual_seed(seed)
             pieces = [decode_generated(self.eeg_tokenizer, {"codes": codes, "scale_codes": scale_codes}, names, noise,
                                        prompt_patches).cpu().numpy()]
@@ -230,17 +235,19 @@ class EEGGenerationPipeline(Pipeline):
 
 @torch.no_grad()
 def generate_codes(model, channel_names, num_patches: int, num_samples: int = 1, prompt_codes=None,
-                   prompt_scale_codes=None, temperature: float = DEFAULT_TEMPERATURE, top_k=None, top_p=None, seed: int | None = None,
-                   progress: bool = False, stream_temperatures=None, condition=None, guidance_scale: float = 1.0):
+                   prompt_scale_codes=None, seed: int | None = None, progress: bool = False, **sampling):
     """LBM sampling in steps of the model's context window (W patches), so that a tqdm bar can follow it.
 
+    `sampling`: the sampling options of `model.generate` (temperature, top_k, top_p, stream_temperatures, condition,
+    guidance_scale; num_rounds and unmasking for a spatial LBM); None or absent = the model's defaults (its
+    `generation_config` for a spatial LBM; `DEFAULT_TEMPERATURE` for the others).
+
     Returns codes [B, S, K, C, A' + num_patches] and scale codes [B, 2, C, A' + num_patches] (or None), where
-    A' is the prompt length; B = num_samples (a prompt [1, ...] is repeated B times). `condition` (a name for every
-    sample) and `guidance_scale`: see `LBMForCausalLM.generate`.
+    A' is the prompt length; B = num_samples (a prompt [1, ...] is repeated B times).
     """
     from tqdm.auto import tqdm
 
-    temperature, top_k, top_p = check_sampling_controls(temperature, top_k, top_p)
+    sampling = generation_kwargs(model, **sampling)
     seed = check_seed(seed)
     num_patches, num_samples = check_count("num_patches", num_patches), check_count("num_samples", num_samples)
     device = model.device
@@ -257,10 +264,7 @@ def generate_codes(model, channel_names, num_patches: int, num_samples: int = 1,
         while done < num_patches:
             n = min(step, num_patches - done)
             out = model.generate(list(channel_names), num_patches=n, prompt_codes=codes, prompt_scale_codes=scale_codes,
-                                 temperature=temperature, top_k=top_k, top_p=top_p, generator=generator,
-                                 batch_size=num_samples if codes is None else None,
-                                 stream_temperatures=stream_temperatures, condition=condition,
-                                 guidance_scale=guidance_scale)
+                                 generator=generator, batch_size=num_samples if codes is None else None, **sampling)
             codes, scale_codes, done = out["codes"], out["scale_codes"], done + n
             bar.update(n)
     return codes.cpu(), None if scale_codes is None else scale_codes.cpu()
