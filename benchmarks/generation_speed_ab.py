@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from neurorvq.lbm.evaluation import STANDARD_1020
+from neurorvq.tokenizer.channels import STANDARD_1020
 from neurorvq.lbm.training import load_lbm
 
 # the 64 channels of EEGMMIDB (BCI2000 10-10), in the channel vocabulary's names

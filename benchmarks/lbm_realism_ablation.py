@@ -5,10 +5,12 @@
         --run rounds-4 "neurorvq/lbm-small" "num_rounds=4" \
         --run depthwise "neurorvq/lbm-small-depthwise" "" [--samples 32 --seconds 8 --output table.json]
 
-Each `--run NAME MODEL SETTINGS` samples `--samples` x `--seconds` s of the 19-channel montage of the validation
-subjects (unconditional; SETTINGS = comma-separated `generate` overrides, e.g. `temperature=0.9,num_rounds=8`; empty =
+Each `--run NAME MODEL SETTINGS` samples `--samples` x `--seconds` s of the montage of the validation subjects
+(`--num-channels`: 19 = EEGMAT's 10-20, 64 = EEGMMIDB's 10-10) (unconditional; SETTINGS = comma-separated `generate` overrides, e.g. `temperature=0.9,num_rounds=8`; empty =
 the model's defaults), decodes with the bundled tokenizer (noise filling, as the pipeline does) and reports, against
-the validation subjects' real EEG (grouped by subject; floor = real EEG of the training subjects):
+the validation subjects' real EEG (grouped by subject; floor = real EEG of the training subjects). MODEL
+`reconstruction` (SETTINGS `noise_filling=off|independent|coherent`) measures the tokenizer alone instead: the validation windows'
+own reconstructions against them, the ceiling of any LBM decoded by that tokenizer:
 
 - bits per position (= per channel-second) of the model on the validation codes (once per model), beside the count
   models on the same codes; the spatial LBM's figure is its any-order upper bound;
@@ -30,9 +32,9 @@ import numpy as np
 import torch
 
 from neurorvq.lbm.data import load_codes
-from neurorvq.lbm.evaluation import count_baselines, decode_generated
+from neurorvq.lbm.evaluation import count_baselines
 from neurorvq.lbm.realism import order_drift, realism_report, tstr_trtr
-from neurorvq.lbm.sampling import generation_kwargs
+from neurorvq.lbm.sampling import decode_generated, decoding_noise, generation_kwargs
 from neurorvq.lbm.training import load_lbm, validation_nll
 from neurorvq.tokenizer import NeuroRVQTokenizer
 from neurorvq.tokenizer.data import load_prepared
@@ -63,10 +65,26 @@ def real_sets(rows, montage: list[str]):
 
 
 def sample(model, tokenizer, channels, num_samples, seconds, seed, settings, condition=None) -> list[np.ndarray]:
+    """Samples decoded as the pipeline does; SETTINGS' `noise_filling` (independent / coherent / off) overrides the
+    model's decoding."""
+    settings = dict(settings)
+    noise = settings.pop("noise_filling", None) or decoding_noise(model)
     generator = torch.Generator().manual_seed(seed)
     out = model.generate(list(channels), num_patches=seconds, batch_size=num_samples, generator=generator,
                          condition=condition, **generation_kwargs(model, **settings))
-    return list(decode_generated(tokenizer, out, list(channels), generator).numpy())
+    return list(decode_generated(tokenizer, out, list(channels), generator, noise_filling=noise).numpy())
+
+
+def reconstruct(tokenizer, items: list[np.ndarray], channels, seconds: int, noise_filling: str, seed: int):
+    """The first `seconds` of each real item, encoded and decoded (seeded noise filling: independent, coherent or
+    off) -> list of [C, T] µV."""
+    generator = torch.Generator().manual_seed(seed)
+    out = []
+    for x in items:
+        encoded = tokenizer.encode(torch.from_numpy(x[None, :, : seconds * 200]), list(channels))
+        generated = {"codes": encoded.codes, "scale_codes": encoded.scale_codes}
+        out.append(decode_generated(tokenizer, generated, channels, generator, noise_filling=noise_filling)[0].numpy())
+    return out
 
 
 def main() -> None:
@@ -80,6 +98,8 @@ def main() -> None:
     parser.add_argument("--classifiers", default="bandpower,covariance,learned")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--num-channels", type=int, default=19,
+                        help="the montage: that of the validation windows with this many channels (19 or 64 here)")
     parser.add_argument("--no-bits", action="store_true")
     parser.add_argument("--output", default=None)
     args = parser.parse_args()
@@ -87,7 +107,7 @@ def main() -> None:
 
     tokenizer = NeuroRVQTokenizer.from_pretrained("neurorvq/tokenizer-small").eval()
     validation, train = load_prepared(args.data, "validation"), load_prepared(args.data, "train")
-    montage = next(list(r) for r in validation["channel_names"] if len(r) == 19)
+    montage = next(list(r) for r in validation["channel_names"] if len(r) == args.num_channels)
     real, real_groups, real_labels = real_sets(validation, montage)
     other, other_groups, other_labels = real_sets(train, montage)
     by_state = lambda items, labels: {s: [x for x, y in zip(items, labels) if y == s] for s in STATES}  # noqa: E731
@@ -97,6 +117,17 @@ def main() -> None:
     baselines = None
     for name, model_name, settings_text in args.run:
         settings = parse_settings(settings_text)
+        if model_name == "reconstruction":
+            synthetic = reconstruct(tokenizer, real, montage, args.seconds, settings.get("noise_filling", "off"), args.seed)
+            report = realism_report(synthetic, real, montage, real_groups=real_groups, other_real=other,
+                                    other_real_groups=other_groups, classifiers=classifiers, covariance_bands=False,
+                                    repeats=args.repeats, seed=args.seed)
+            row = {"name": name, "model": model_name, "settings": settings, "bits_per_position": None,
+                   "seconds_per_sample_second": float("nan"), "metrics": report["metrics"],
+                   "order_drift": {}, "tstr": None}
+            rows.append(row)
+            print(summary_line(row), flush=True)
+            continue
         if model_name not in models:
             models[model_name] = load_lbm(model_name).eval()
         model = models[model_name]
@@ -137,14 +168,11 @@ def summary_line(row: dict) -> str:
     topography = min((m["synthetic"] for k, m in metrics.items() if k.startswith("topography_r/")), default=float("nan"))
     bands = max((abs(m["synthetic"]) for k, m in metrics.items() if k.startswith("band_db/")), default=float("nan"))
     drift = row["order_drift"].get("order_slope_db_per_channel", float("nan"))
-    tstr = row["tstr"]
-    bits = row["bits_per_position"]
-    return (f"| {row['name']} | {bits if bits is None else f'{bits:.1f}'} | {cell('c2st/bandpower')} | "
-            f"{cell('c2st/covariance')} | {cell('c2st/learned')} | {cell('correlation_error')} | {topography:.2f} | "
-            f"{bands:.2f} | {drift:+.3f} | "
-            f"{'-' if tstr is None else f'{tstr['tstr']:.2f} / {tstr['trtr']:.2f}'} | "
-            f"{row['seconds_per_sample_second'] * 1000:.1f} ms |")
-
+    tstr = "-" if row["tstr"] is None else f"{row['tstr']['tstr']:.2f} / {row['tstr']['trtr']:.2f}"
+    bits = "-" if row["bits_per_position"] is None else f"{row['bits_per_position']:.1f}"
+    return (f"| {row['name']} | {bits} | {cell('c2st/bandpower')} | {cell('c2st/covariance')} | {cell('c2st/learned')} "
+            f"| {cell('correlation_error/broadband')} | {topography:.2f} | {bands:.2f} | {drift:+.3f} | {tstr} "
+            f"| {row['seconds_per_sample_second'] * 1000:.1f} ms |")
 
 if __name__ == "__main__":
     main()

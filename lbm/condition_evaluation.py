@@ -22,7 +22,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .evaluation import BANDS, decode_generated
+from .evaluation import BANDS
+from .sampling import decode_generated, decoding_noise
 from .realism import as_signal, band_powers, state_classification, state_features, tstr_trtr
 from .sampling import generation_kwargs
 
@@ -66,7 +67,7 @@ def _sample(model, tokenizer, channels, condition, guidance_scale, num_samples, 
     out = model.generate(list(channels), num_patches=seconds, generator=generator, batch_size=num_samples,
                          condition=condition, **generation_kwargs(model, temperature=temperature,
                                                                   guidance_scale=guidance_scale))
-    eeg = decode_generated(tokenizer, out, channels, generator)
+    eeg = decode_generated(tokenizer, out, channels, generator, noise_filling=decoding_noise(model))
     return list(eeg.cpu().numpy())
 
 

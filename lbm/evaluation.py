@@ -38,7 +38,7 @@ from .layout import codes_to_positions
 from .realism import (CLASSIFIERS, POWER_FLOOR, as_signal, band_powers, cut_windows, format_report,
                       mean_abs_correlation, prepared_set, realism_report as two_sample_realism_report,
                       spectral_slope, two_sample_test, welch_psd)
-from .sampling import generation_kwargs
+from .sampling import decode_generated, decoding_noise, generation_kwargs  # noqa: F401  (decode_generated: re-exported)
 
 JOIN_JUMP = 3.0  # a join ratio above this is a visible jump where a continuation starts
 SEGMENT_SECONDS = 4.0  # window length of the pooled summary's classifier and PSD panel
@@ -438,8 +438,7 @@ __all__ = [
 # Whole-model report
 # ---------------------------------------------------------------------------------------------------
 
-STANDARD_1020 = ["fp1", "fp2", "f7", "f3", "fz", "f4", "f8", "t3", "c3", "cz", "c4", "t4", "t5", "p3", "pz", "p4", "t6",
-                 "o1", "o2"]
+from neurorvq.tokenizer.channels import STANDARD_1020  # noqa: E402  (re-exported: older callers import it here)
 
 
 @torch.no_grad()
@@ -451,18 +450,8 @@ def sample_eeg(model, tokenizer, channel_names: Sequence[str], seconds: int, num
     generator = torch.Generator().manual_seed(seed)
     out = model.generate(list(channel_names), num_patches=seconds, generator=generator, batch_size=num_samples,
                          **generation_kwargs(model, temperature=temperature, top_k=top_k, top_p=top_p, **sampling))
-    eeg = decode_generated(tokenizer, out, channel_names, generator)
+    eeg = decode_generated(tokenizer, out, channel_names, generator, noise_filling=decoding_noise(model))
     return list(eeg.cpu().numpy())
-
-
-def decode_generated(tokenizer, generated: dict, channel_names: Sequence[str], generator: torch.Generator | None = None,
-                     prompt_patches: int = 0) -> torch.Tensor:
-    """LBM output (`codes`, `scale_codes`) -> EEG [B, C, A * 200] µV, decoded for realism: unit phase vectors
-    (released design), noise filling of the generated patches (mdct design with fitted levels; a real prompt's
-    first `prompt_patches` decode as themselves)."""
-    filled = torch.arange(generated["codes"].shape[-1]) >= prompt_patches
-    return tokenizer.decode(generated["codes"], list(channel_names), scale_codes=generated["scale_codes"],
-                            normalize_phase=True, noise_filling=filled, generator=generator)
 
 
 def _window_signal(row: dict) -> np.ndarray:
@@ -504,7 +493,7 @@ def prompt_specificity(model, tokenizer, rows: Sequence[dict], prompt_seconds: i
         out = model.generate(list(names), num_patches=seconds, prompt_codes=encoded.codes[..., :prompt_seconds],
                              prompt_scale_codes=encoded.scale_codes[..., :prompt_seconds], generator=generator,
                              **generation_kwargs(model, temperature=temperature, top_p=top_p))
-        eeg = decode_generated(tokenizer, out, names, generator, prompt_seconds).numpy()
+        eeg = decode_generated(tokenizer, out, names, generator, prompt_seconds, decoding_noise(model)).numpy()
         prompts = [band_powers(x[:, :split]) for x in signals]
         for i, x in enumerate(eeg):
             continuation = band_powers(x[:, split:])

@@ -1,4 +1,5 @@
-"""Validation of sampling controls (temperature, top_k, top_p, seeds, counts) for LBM generation.
+"""Sampling controls of LBM generation (temperature, top_k, top_p, seeds, counts; a model's own defaults) and the
+decoding of its samples.
 
 Hook: `LBMForCausalLM.generate` calls `check_sampling_controls(temperature, top_k, top_p)`; the
 `eeg-generation` pipeline and the CLI call all of these before any work.
@@ -9,6 +10,9 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
+from typing import Sequence
+
+import torch
 
 # The pipeline's and the CLI's default, with the bundled model's `stream_temperature_scales` (gain streams x 0.625,
 # the 30-100 Hz band's codes x 0.75) and noise-filled decoding: see the bundle's model card for the measurements.
@@ -126,7 +130,33 @@ def generation_kwargs(model, **options) -> dict:
     return given
 
 
-__all__ = ["GENERATION_CONFIG_OPTIONS", "HIGH_TEMPERATURE", "MAX_TEMPERATURE", "check_count",
+NOISE_FILLING = ("independent", "coherent", "off")
+
+
+def decoding_noise(model) -> str:
+    """How `model`'s samples are decoded: its generation config's `noise_filling` (a spatial LBM's choice, measured
+    by the realism report), else "independent" (noise filling as the depth-wise bundle was measured with)."""
+    value = getattr(getattr(model, "generation_config", None), "noise_filling", None) or "independent"
+    if value not in NOISE_FILLING:
+        raise ValueError(f"generation_config.noise_filling must be one of {NOISE_FILLING}, got {value!r}")
+    return value
+
+
+def decode_generated(tokenizer, generated: dict, channel_names: Sequence[str], generator: torch.Generator | None = None,
+                     prompt_patches: int = 0, noise_filling: str = "independent") -> torch.Tensor:
+    """LBM output (`codes`, `scale_codes`) -> EEG [B, C, A * 200] µV, decoded for realism: unit phase vectors
+    (released design); noise filling of the generated patches (mdct design with fitted levels; a real prompt's
+    first `prompt_patches` decode as themselves): `noise_filling` "independent" (per channel), "coherent" (with the
+    decoded bands' inter-channel correlation) or "off"."""
+    if noise_filling not in NOISE_FILLING:
+        raise ValueError(f"noise_filling must be one of {NOISE_FILLING}, got {noise_filling!r}")
+    filled = (torch.arange(generated["codes"].shape[-1]) >= prompt_patches) & (noise_filling != "off")
+    return tokenizer.decode(generated["codes"], list(channel_names), scale_codes=generated["scale_codes"],
+                            normalize_phase=True, noise_filling=filled, coherent_noise=noise_filling == "coherent",
+                            generator=generator)
+
+
+__all__ = ["GENERATION_CONFIG_OPTIONS", "NOISE_FILLING", "decode_generated", "decoding_noise", "HIGH_TEMPERATURE", "MAX_TEMPERATURE", "check_count",
            "check_sampling_controls", "check_seed", "check_stream_temperatures", "check_temperature", "check_top_k",
            "check_top_p", "default_temperature", "generation_kwargs", "has_generation_config"]
 

@@ -24,7 +24,7 @@ DEFAULT_TOKENIZER = "neurorvq/tokenizer-small"
 
 def montage_channels(montage: str) -> list[str]:
     """Channel names (lower-case vocabulary names) of a named montage; only `"standard_1020"` (19 names)."""
-    from neurorvq.lbm.evaluation import STANDARD_1020
+    from neurorvq.tokenizer.channels import STANDARD_1020
 
     montages = {"standard_1020": list(STANDARD_1020)}
     key = str(montage).lower().replace("-", "_")

@@ -26,7 +26,6 @@ import numpy as np
 import torch
 from transformers import Pipeline
 
-from neurorvq.lbm.evaluation import decode_generated
 from neurorvq.lbm.sampling import (
     band_temperatures,
     check_count,
@@ -35,6 +34,8 @@ from neurorvq.lbm.sampling import (
     check_temperature,
     check_top_k,
     check_top_p,
+    decode_generated,
+    decoding_noise,
     default_temperature,
     generation_kwargs,
 )
@@ -210,7 +211,7 @@ class EEGGenerationPipeline(Pipeline):
         if self.eeg_tokenizer.decodes_whole_recordings:  # lapped frames: prompt and continuation decode as one, noise-filled after it
             noise = None if seed is None else torch.Generator().manual_seed(seed)
             pieces = [decode_generated(self.eeg_tokenizer, {"codes": codes, "scale_codes": scale_codes}, names, noise,
-                                       prompt_patches).cpu().numpy()]
+                                       prompt_patches, decoding_noise(self.model)).cpu().numpy()]
         else:
             pieces = []
             if prompt_patches:  # the prompt decodes on its own, exactly as its reconstruction from its codes

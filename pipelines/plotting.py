@@ -7,6 +7,12 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from scipy import signal as scipy_signal
+
+
+def _welch(x: np.ndarray, sampling_rate: float = 200.0) -> tuple[np.ndarray, np.ndarray]:
+    """Welch PSD along the last axis, 1-s Hann segments (1 Hz bins): (frequencies [F] Hz, psd [..., F] µV^2/Hz)."""
+    return scipy_signal.welch(x, fs=sampling_rate, nperseg=min(int(sampling_rate), x.shape[-1]), axis=-1)
 
 TRAINING_PSD = Path(__file__).resolve().parents[1] / "lbm" / "pretrained" / "lbm-small" / "training_psd.json"
 
@@ -31,7 +37,6 @@ def compute_training_psd(data_dir: str | Path, output: str | Path, split: str = 
     (`neurorvq prepare`), summarised per frequency as the mean, 10th and 90th percentile of log10 PSD and
     written as JSON `{"description", "frequencies_hz", "mean_log10_psd", "p10_log10_psd", "p90_log10_psd",
     "num_channel_windows"}`."""
-    from neurorvq.lbm.evaluation import welch_psd
     from neurorvq.tokenizer.data import load_prepared
 
     logs, frequencies = [], None
@@ -41,7 +46,7 @@ def compute_training_psd(data_dir: str | Path, output: str | Path, split: str = 
         x = np.asarray(row["input_values"], dtype=np.float64)[:, : int(row["valid_samples"])]
         if x.shape[-1] < 200:
             continue
-        frequencies, psd = welch_psd(x)
+        frequencies, psd = _welch(x)
         logs.append(np.log10(np.maximum(psd, 1e-20)))
     if not logs:
         raise ValueError(f"no window of at least 1 s in {data_dir} ({split})")
@@ -68,7 +73,6 @@ def plot_recording(eeg: np.ndarray, channel_names: Sequence[str], path: str | Pa
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from neurorvq.lbm.evaluation import welch_psd
 
     from ._eeg import display_name
 
@@ -87,12 +91,12 @@ def plot_recording(eeg: np.ndarray, channel_names: Sequence[str], path: str | Pa
     traces.set_xlabel("time (s)")
     traces.set_title(f"{title} (first {n / sampling_rate:g} s; spacing {spacing:.0f} µV)"
                      + ("; grey: " + other_label if other is not None else ""))
-    frequencies, psd = welch_psd(eeg)
+    frequencies, psd = _welch(eeg)
     keep = (frequencies >= 0.5) & (frequencies <= 45)
     geo = lambda p: 10 ** np.log10(np.maximum(p, 1e-20)).mean(0)  # noqa: E731  geometric mean over channels
     spectrum.semilogy(frequencies[keep], geo(psd)[keep], color="C0", label=title)
     if other is not None:
-        f2, p2 = welch_psd(np.asarray(other, dtype=np.float64))
+        f2, p2 = _welch(np.asarray(other, dtype=np.float64))
         k2 = (f2 >= 0.5) & (f2 <= 45)
         spectrum.semilogy(f2[k2], geo(p2)[k2], color="0.4", label=other_label)
     if reference is not None:

@@ -86,9 +86,14 @@ def test_bundled_lbm_loads_offline_and_samples_microvolts(tokenizer, monkeypatch
     from neurorvq.lbm.modeling_lbm import BUNDLED_MODELS
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    lbm = LBMForCausalLM.from_pretrained("neurorvq/lbm-small").eval()
-    size = sum(p.stat().st_size for p in BUNDLED_MODELS["neurorvq/lbm-small"].glob("*.safetensors"))
-    assert size <= 15 * 2**20
+    from neurorvq.lbm import LBMForSpatialGeneration
+    from neurorvq.lbm.training import load_lbm
+
+    lbm = load_lbm("neurorvq/lbm-small").eval()
+    assert isinstance(lbm, LBMForSpatialGeneration) and lbm.generation_config.num_rounds >= 1  # its saved defaults
+    for name in ("neurorvq/lbm-small", "neurorvq/lbm-small-depthwise"):
+        size = sum(p.stat().st_size for p in BUNDLED_MODELS[name].glob("*.safetensors"))
+        assert size <= 15 * 10**6, (name, size)
     assert lbm.config.tokenizer_name_or_path == "neurorvq/tokenizer-small"
     assert lbm.config.code_layout.stream_vocab_sizes == [256, 256] + [tokenizer.config.codebook_size] * 16
     names = ["fp1", "fp2", "c3", "c4"]

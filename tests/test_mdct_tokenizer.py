@@ -396,3 +396,25 @@ def test_invalid_chunk_size_is_an_error(long_codes, chunk_patches):
     model, (codes, scale_codes) = chunking_model(), long_codes
     with pytest.raises(ValueError, match="chunk_patches"):
         model.decode(codes, NAMES3, scale_codes=scale_codes, chunk_patches=chunk_patches)
+
+
+def test_coherent_noise_keeps_each_channels_power_and_takes_the_decoded_bands_correlation(eeg_dir):
+    """Independent noise filling adds detail uncorrelated between electrodes (it whitens their covariance); coherent
+    noise filling gives the added detail the inter-channel correlation of the decoded band, at the same power."""
+    from neurorvq.tokenizer import NeuroRVQFeatureExtractor
+
+    model = NeuroRVQTokenizer.from_pretrained("neurorvq/tokenizer-small").eval()
+    batch = NeuroRVQFeatureExtractor()(str(eeg_dir / "eegmat" / "Subject02_1.edf"), return_tensors="pt")
+    x, names = batch["input_values"][:1, :, : 12 * 200], list(batch["channel_names"])
+    encoded = model.encode(x, names)
+    decode = lambda **kw: model.decode(encoded.codes, names, scale_codes=encoded.scale_codes,  # noqa: E731
+                                       generator=torch.Generator().manual_seed(0), **kw)[0].numpy()
+    plain, independent, coherent = decode(), decode(noise_filling=True), decode(noise_filling=True, coherent_noise=True)
+    added = {"independent": independent - plain, "coherent": coherent - plain}
+    power = {k: (v ** 2).mean(-1) for k, v in added.items()}
+    assert 0.7 < float(np.median(power["coherent"] / power["independent"])) < 1.4  # the same detail per channel
+    upper = np.triu_indices(len(names), 1)
+    correlation = {k: np.abs(np.corrcoef(v)[upper]).mean() for k, v in added.items()}
+    decoded = np.abs(np.corrcoef(plain)[upper]).mean()
+    assert correlation["independent"] < 0.15 < correlation["coherent"], (correlation, decoded)
+    assert not np.allclose(coherent, independent)

@@ -14,7 +14,14 @@ from neurorvq.tokenizer import NeuroRVQTokenizer
 
 @pytest.fixture(scope="module")
 def generator():
-    return pipeline("eeg-generation", model=LBMForCausalLM.from_pretrained("neurorvq/lbm-small"), device="cpu")
+    """The previous bundle, the depth-wise LBM (its own per-stream temperature profile)."""
+    return pipeline("eeg-generation", model=LBMForCausalLM.from_pretrained("neurorvq/lbm-small-depthwise"), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def spatial():
+    """The bundled spatial LBM (`pipeline("eeg-generation")`'s default)."""
+    return pipeline("eeg-generation", device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -163,3 +170,39 @@ def test_stream_temperatures_replace_the_models_profile(generator):
         generator(seconds=1, channel_names=["c3"], stream_temperatures=[0.8, 0.8])
     with pytest.raises(ValueError, match="not both"):
         generator(seconds=1, channel_names=["c3"], stream_temperatures=[0.8] * model.num_streams, slow_temperature=0.5)
+
+
+def test_the_default_pipeline_samples_the_spatial_lbm_with_its_saved_defaults(spatial):
+    """`pipeline("eeg-generation")` is the spatial LBM; a call without sampling options uses the model's saved
+    generation config, and passing those very values gives the same EEG, bit for bit."""
+    from neurorvq.lbm import LBMForSpatialGeneration
+
+    assert isinstance(spatial.model, LBMForSpatialGeneration)
+    defaults = spatial.model.generation_config
+    plain = spatial(seconds=2, montage="standard_1020", seed=4)
+    explicit = spatial(seconds=2, montage="standard_1020", seed=4, temperature=defaults.temperature,
+                       num_rounds=defaults.num_rounds, unmasking=defaults.unmasking)
+    np.testing.assert_array_equal(plain["eeg"], explicit["eeg"])
+    assert plain["eeg"].shape == (19, 400) and np.isfinite(plain["eeg"]).all()
+    assert 1 < float(np.median(plain["eeg"].std(-1))) < 200  # microvolts
+    other = spatial(seconds=2, montage="standard_1020", seed=4, num_rounds=defaults.num_rounds + 4)
+    assert not np.allclose(other["eeg"], plain["eeg"])
+
+
+def test_spatial_lbm_prompt_conditions_and_64_channels(spatial, recording):
+    outs = spatial(recording, prompt_seconds=3, seconds=2, seed=0, num_samples=2)
+    assert outs[0]["prompt_seconds"] == 3 and outs[0]["eeg"].shape[-1] == 5 * 200
+    names = spatial.model.config.condition_names
+    assert "rest" in names and "arithmetic" in names
+    guided = spatial(seconds=1, channel_names=["o1", "o2"], condition="rest", guidance_scale=2.0, seed=0)
+    assert np.isfinite(guided["eeg"]).all()
+    montage_64 = ("fc5,fc3,fc1,fcz,fc2,fc4,fc6,c5,c3,c1,cz,c2,c4,c6,cp5,cp3,cp1,cpz,cp2,cp4,cp6,fp1,fpz,fp2,af7,af3,"
+                  "afz,af4,af8,f7,f5,f3,f1,fz,f2,f4,f6,f8,ft7,ft8,t7,t8,t9,t10,tp7,tp8,p7,p5,p3,p1,pz,p2,p4,p6,p8,po7,"
+                  "po3,poz,po4,po8,o1,oz,o2,iz").split(",")
+    wide = spatial(seconds=6, channel_names=montage_64, seed=1)  # longer than its 4-s context at 64 channels
+    assert wide["eeg"].shape == (64, 1200) and np.isfinite(wide["eeg"]).all()
+
+
+def test_options_of_the_spatial_lbm_are_refused_for_the_depthwise_one(generator):
+    with pytest.raises(ValueError, match="num_rounds: only a spatial LBM"):
+        generator(seconds=1, channel_names=["c3"], num_rounds=4)

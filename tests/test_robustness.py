@@ -486,7 +486,8 @@ def test_bundled_names_resolve_offline_everywhere(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # even with the Hub allowed, nothing may go there
     start = time.perf_counter()
     assert type(AutoModel.from_pretrained("neurorvq/tokenizer-small")).__name__ == "NeuroRVQTokenizer"
-    assert AutoConfig.from_pretrained("neurorvq/lbm-small").model_type == "neurorvq-lbm"
+    assert AutoConfig.from_pretrained("neurorvq/lbm-small").model_type == "neurorvq-lbm-spatial"
+    assert AutoConfig.from_pretrained("neurorvq/lbm-small-depthwise").model_type == "neurorvq-lbm"
     assert type(AutoFeatureExtractor.from_pretrained("neurorvq/tokenizer-small")).__name__ == "NeuroRVQFeatureExtractor"
     generator = transformers.pipeline("eeg-generation", model="neurorvq/lbm-small", device="cpu")
     assert generator(seconds=1, channel_names=["c3"], seed=0)["eeg"].shape == (1, 200)
@@ -663,6 +664,6 @@ def test_high_temperature_warns_and_numpy_or_huge_seeds_work(generator):
 def test_lbm_generate_validates_controls_directly():  # hook: LBMForCausalLM.generate
     from neurorvq.lbm import LBMForCausalLM
 
-    lbm = LBMForCausalLM.from_pretrained("neurorvq/lbm-small").eval()
+    lbm = LBMForCausalLM.from_pretrained("neurorvq/lbm-small-depthwise").eval()
     with pytest.raises(ValueError, match="temperature must be finite"):
         lbm.generate(["c3"], num_patches=1, temperature=float("inf"))

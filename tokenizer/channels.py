@@ -155,3 +155,8 @@ def channel_indices(names: Sequence[str], vocabulary: Sequence[str] = CHANNEL_VO
             f"channel name(s) not in the vocabulary: {unknown}; map recorded labels with map_channel_names first"
         )
     return [position[n] for n in names]
+
+
+# The 19-channel 10-20 montage (vocabulary names), the pipeline's `montage="standard_1020"`.
+STANDARD_1020 = ["fp1", "fp2", "f7", "f3", "fz", "f4", "f8", "t3", "c3", "cz", "c4", "t4", "t5", "p3", "pz", "p4", "t6",
+                 "o1", "o2"]

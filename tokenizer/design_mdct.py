@@ -301,7 +301,8 @@ class MdctDesign(nn.Module):
         return torch.cat([shapes[..., low:high].pow(2).mean(-1, keepdim=True).expand(*shapes.shape[:-1], high - low)
                           for low, high in self.bands()], dim=-1)
 
-    def fill_noise(self, shapes: torch.Tensor, where: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    def fill_noise(self, shapes: torch.Tensor, where: torch.Tensor, generator: torch.Generator | None,
+                   coherent: bool = False) -> torch.Tensor:
         """Decoded frames [B, C, A, P] + Gaussian noise of variance `noise_filling_levels[k]` x the band mean
         power of coefficient k in that frame, in the frames `where` ([B, C, A] bool) is True: the energy the codes
         did not keep, as random detail. The noise is drawn one refiner window ([B, C, window, P]) at a time, in
@@ -314,7 +315,28 @@ class MdctDesign(nn.Module):
             torch.randn((batch, channels, min(step, num_patches - a), size), generator=generator, dtype=shapes.dtype,
                         device="cpu" if generator is None else generator.device)
             for a in range(0, num_patches, step)], dim=2).to(shapes.device)
+        if coherent:
+            noise = self.correlate_noise(shapes, noise)
         return shapes + (levels * self.band_power(shapes)).sqrt() * noise * where[..., None]
+
+    def correlate_noise(self, shapes: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """Independent unit noise [B, C, A, P] -> noise with, per refiner window and band, the inter-channel
+        correlation R of the decoded frames `shapes` [B, C, A, P] in that band: L z with L L^T = R (Cholesky), so each
+        channel keeps unit variance. Real EEG's detail is shared between neighbouring electrodes as its bands are."""
+        batch, channels, num_patches, _ = shapes.shape
+        step, out = self.decode_window(channels), torch.empty_like(noise)
+        eye = torch.eye(channels, dtype=shapes.dtype, device=shapes.device)
+        for a in range(0, num_patches, step):
+            for low, high in self.bands():
+                x = shapes[:, :, a:a + step, low:high].flatten(2)  # [B, C, n]
+                second = x @ x.transpose(1, 2) / x.shape[-1]
+                scale = second.diagonal(dim1=1, dim2=2).clamp(min=1e-12).rsqrt()
+                correlation = second * scale[:, :, None] * scale[:, None, :]
+                factor, info = torch.linalg.cholesky_ex(0.999 * correlation + 0.001 * eye)  # (ridge: flat channels)
+                factor = torch.where((info == 0)[:, None, None], factor, eye)  # not positive definite: independent
+                z = noise[:, :, a:a + step, low:high]
+                out[:, :, a:a + step, low:high] = (factor @ z.flatten(2)).view_as(z)
+        return out
 
     def decode_chunk(self, chunk_patches: int | None, channels: int) -> int:
         """Patches per synthesis chunk: `chunk_patches` (default `DECODE_CHUNK_PATCHES`; checked by the tokenizer)
@@ -326,7 +348,7 @@ class MdctDesign(nn.Module):
 
     def synthesis_frames(self, codes: torch.Tensor, scale_codes: torch.Tensor, channel_indices: torch.Tensor,
                          mask: torch.Tensor | None, where: torch.Tensor | None,
-                         generator: torch.Generator | None) -> torch.Tensor:
+                         generator: torch.Generator | None, coherent_noise: bool = False) -> torch.Tensor:
         """One span of whole refiner windows (from a window's start): codes [B, S, K', C, n], scale codes
         [B, 2, C, n], mask [B, C, n] (True = real) or None, where [B, C, n] (noise filling) or None -> MDCT
         coefficients [B, C, n, P] µV: the refiner's correction (if any), noise filling, the gains."""
@@ -335,12 +357,13 @@ class MdctDesign(nn.Module):
         token_mask = None if mask is None else mask.reshape(batch, channels * num_patches)
         shapes = self.refined_shapes(self.band_shapes(codes), log_gains, channel_indices, token_mask)
         if where is not None:
-            shapes = self.fill_noise(shapes, where, generator)
+            shapes = self.fill_noise(shapes, where, generator, coherent_noise)
         return self.apply_gains(shapes, log_gains, divide=False)
 
     def synthesize(self, codes: torch.Tensor, scale_codes: torch.Tensor, channel_indices: torch.Tensor,
                    token_mask: torch.Tensor | None, noise_filling: bool | torch.Tensor = False,
-                   generator: torch.Generator | None = None, chunk_patches: int | None = None) -> torch.Tensor:
+                   generator: torch.Generator | None = None, chunk_patches: int | None = None,
+                   coherent_noise: bool = False) -> torch.Tensor:
         """Codes [B, S, K', C, A] + scale codes [B, 2, C, A] (token_mask [B, C * A], True = real) -> EEG
         [B, C, A * P] µV: the refiner's correction (if any), noise filling (if asked and fitted), the gains, and
         the overlap-added inverse MDCT.
@@ -366,7 +389,7 @@ class MdctDesign(nn.Module):
             span = slice(start, min(start + chunk, num_patches))
             return self.synthesis_frames(codes[..., span].to(device), scale_codes[..., span], channel_indices,
                                          None if mask is None else mask[..., span],
-                                         None if where is None else where[..., span], generator)
+                                         None if where is None else where[..., span], generator, coherent_noise)
 
         # chunk by chunk, in patch order (the noise's draws): a chunk is overlap-added once the next one's first
         # frame is known; `before` is the previous chunk's last frame
@@ -386,7 +409,7 @@ class MdctDesign(nn.Module):
 
     def decode(self, codes: torch.Tensor, channel_indices: torch.Tensor, token_mask: torch.Tensor | None, *,
                scale_codes=None, noise_filling: bool | torch.Tensor = False, generator: torch.Generator | None = None,
-               chunk_patches: int | None = None, **other_design_options) -> torch.Tensor:
+               chunk_patches: int | None = None, coherent_noise: bool = False, **other_design_options) -> torch.Tensor:
         """Codes [B, S, K', C, A] + scale codes [B, 2, C, A] -> EEG [B, C, A * P] µV (see
         `NeuroRVQTokenizer.decode`; `other_design_options`, the released design's window statistics and phase
         normalisation, do not apply here: the gains carry the amplitude and there is no phase head)."""
@@ -396,7 +419,7 @@ class MdctDesign(nn.Module):
         scale_codes = check_scale_codes(scale_codes, (batch, 2, channels, num_patches), self.config.num_scale_tokens,
                                         self.device)
         return self.synthesize(codes, scale_codes, channel_indices, token_mask, noise_filling, generator,
-                               chunk_patches)
+                               chunk_patches, coherent_noise)
 
     # ---- training forward ----------------------------------------------------------------------------
 

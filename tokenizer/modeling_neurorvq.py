@@ -332,7 +332,7 @@ class NeuroRVQTokenizer(NeuroRVQPreTrainedModel):
     def decode(self, codes: torch.Tensor, channel_names, log_amplitude_mean: torch.Tensor | None = None,
                log_amplitude_std: torch.Tensor | None = None, scale_codes: torch.LongTensor | None = None,
                patch_mask: torch.Tensor | None = None, normalize_phase: bool = False,
-               noise_filling: bool | torch.Tensor = False,
+               noise_filling: bool | torch.Tensor = False, coherent_noise: bool = False,
                generator: torch.Generator | None = None, chunk_patches: int | None = None) -> torch.Tensor:
         """Codes back to EEG.
 
@@ -354,6 +354,10 @@ class NeuroRVQTokenizer(NeuroRVQPreTrainedModel):
                 for generation, at about twice the squared error of the default. A bool mask broadcastable to
                 [B, C, A] fills only the patches where it is True (e.g. a continuation, not its real prompt). A
                 tokenizer without fitted levels (and the released design) ignores it.
+            coherent_noise: with `noise_filling`: mix the noise across channels, per refiner window and band, with the
+                decoded band's inter-channel correlation (`MdctDesign.correlate_noise`), so the filled detail is as
+                correlated between electrodes as the decoded band is; independent noise (the default, as before)
+                whitens the spatial covariance of the bands it fills. Same draws, same per-channel power.
             generator: the random generator of the noise (reproducible decoding), else the global one.
             chunk_patches: mdct design: patches synthesised at a time (rounded up to whole refiner windows; default
                 `design_mdct.DECODE_CHUNK_PATCHES`), which bounds the memory beyond the result for any length. Any
@@ -370,7 +374,8 @@ class NeuroRVQTokenizer(NeuroRVQPreTrainedModel):
         return self._design.decode(codes, channel_indices, self._token_mask(patch_mask, batch),
                                    log_amplitude_mean=log_amplitude_mean, log_amplitude_std=log_amplitude_std,
                                    scale_codes=scale_codes, normalize_phase=normalize_phase,
-                                   noise_filling=noise_filling, generator=generator, chunk_patches=chunk_patches)
+                                   noise_filling=noise_filling, coherent_noise=coherent_noise, generator=generator,
+                                   chunk_patches=chunk_patches)
 
     # ---- training forward ---------------------------------------------------------------------------
 
