@@ -193,7 +193,7 @@ def main() -> None:
         if args.pipeline_seconds:
             results["pipeline"] = pipeline_speed(args.pipeline_seconds)
         if args.breakdown_seconds or args.pipeline_seconds:
-            bundled = LBMForCausalLM.from_pretrained("neurorvq/lbm-small").eval()
+            bundled = LBMForCausalLM.from_pretrained("neurorvq/lbm-small-depthwise").eval()
         if args.breakdown_seconds:
             results["breakdown"] = time_breakdown(bundled, args.breakdown_seconds)
         if args.pipeline_seconds:

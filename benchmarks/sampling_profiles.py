@@ -1,6 +1,6 @@
 """Realism of an LBM's samples under per-stream sampling profiles: how `stream_temperature_scales` were chosen.
 
-    python benchmarks/sampling_profiles.py --data PREPARED [--model neurorvq/lbm-small] [--samples 64] [--seconds 8]
+    python benchmarks/sampling_profiles.py --data PREPARED [--model neurorvq/lbm-small-depthwise] [--samples 64] [--seconds 8]
         [--profiles 0.9/0.9/0.9 0.8/0.5/0.6 ...] [--seed 0]
 
 A profile is `codes/gains/top`: the temperature of every code stream, of the two gain tokens, and of the highest
@@ -36,7 +36,7 @@ def stream_temperatures(model, codes: float, gains: float, top: float) -> list[f
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="prepared dataset (`neurorvq prepare`); its validation split")
-    parser.add_argument("--model", default="neurorvq/lbm-small")
+    parser.add_argument("--model", default="neurorvq/lbm-small-depthwise")
     parser.add_argument("--samples", type=int, default=64)
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)

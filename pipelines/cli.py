@@ -444,9 +444,18 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate_lbm = commands.add_parser(
         "evaluate-lbm",
         help="validation NLL against unigram/bigram baselines, and realism of samples against real EEG",
-        description="Score an LBM on the validation codes (bits per code and per position) next to unigram and bigram "
-                    "baselines fitted on the training codes; sample synthetic 10-20 EEG, decode it with the tokenizer and "
-                    "compare it with real validation EEG (band power, spectral slope, two-sample classifier).",
+        description="Score an LBM (any: spatial, depth-wise or flattened) on the validation codes: bits per code and per "
+                    "position (= channel-second; a spatial LBM's is its any-order upper bound) next to count models "
+                    "fitted on the training codes (unigram, previous channel, previous second, their interpolation). "
+                    "Then sample synthetic 10-20 EEG with the model's own sampling defaults, decode it as the pipeline "
+                    "does, and run the realism report (neurorvq.lbm.realism) against the validation subjects' EEG. "
+                    "How to read it: every row is 'synthetic | floor | chance or the reference's value'. The floor is "
+                    "the same test with real EEG of other subjects (the training split's) in place of the samples: "
+                    "new people differ from the reference too, so a figure at its floor is as close as real EEG gets. "
+                    "The two-sample classifiers (band power, spatial covariance, a small convnet) score held-out "
+                    "windows, 0.5 = indistinguishable, with folds grouped by subject and by draw (window-level folds "
+                    "learn subjects: real vs real then reaches 0.95-1.0). Also prompt specificity and, for a "
+                    "conditional model, TSTR / TRTR.",
     )
     evaluate_lbm.add_argument("model", help="LBM folder")
     evaluate_lbm.add_argument("--codes", required=True, help="code dataset folder (`neurorvq tokenize`)")
