@@ -352,6 +352,38 @@ class LBMInputsMixin:
 
     # ---- generation inputs ---------------------------------------------------------------------------
 
+    @staticmethod
+    def _guided_batch(guidance_scale, index, condition_ids, prompt):
+        """Classifier-free guidance's batch: with `guidance_scale` != 1 (which needs a condition for every sample),
+        2B rows, the conditional ones then the unconditional ones (always holding the same codes).
+        Returns (guided, index [B', C], condition_ids [B'] or None, prompt [B', P, M] or None)."""
+        if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)) \
+                or not math.isfinite(guidance_scale) or guidance_scale < 0:
+            raise ValueError(f"guidance_scale must be a finite number >= 0 (1 = no guidance), got {guidance_scale!r}")
+        if guidance_scale == 1.0:
+            return False, index, condition_ids, prompt
+        if condition_ids is None or not bool((condition_ids > 0).all()):
+            raise ValueError("guidance_scale != 1 needs a condition for every sample (it contrasts conditional and "
+                             "unconditional predictions)")
+        index, condition_ids = index.repeat(2, 1), torch.cat((condition_ids, torch.zeros_like(condition_ids)))
+        return True, index, condition_ids, None if prompt is None else prompt.repeat(2, 1, 1)
+
+    @torch.no_grad()
+    def _copy_codewords(self, codebooks: list[torch.Tensor]) -> None:
+        """The tokenizer's codebooks (`stream_codebooks`) into `codewords`, and each stream's prior precision such
+        that the term -precision ||w_j||^2 / 2 spreads by 1 nat at the start (a weak start)."""
+        first = 2 if self.code_layout.has_scale_codes else 0
+        for m, codebook in enumerate(codebooks, start=first):
+            start, end = self._codeword_slices[m]
+            if codebook.shape[1] != end - start:
+                raise ValueError(f"stream {m} of the tokenizer has {codebook.shape[1]}-d codewords, this LBM "
+                                 f"expects {end - start} (codeword_dims)")
+            self.codewords[: codebook.shape[0], start:end] = codebook.to(self.codewords)
+        for m, (start, end) in enumerate(self._codeword_slices):
+            words = self.codewords[: self._stream_sizes[m], start:end]
+            spread = (words * words).sum(-1).std() / 2
+            self.codeword_log_precision[m] = -torch.log(spread.clamp(min=1e-8))
+
     def channel_indices(self, channels, batch_size: int | None = None) -> torch.LongTensor:
         """Channel ids [B, C] from names (one list, or one list per sample) or an index tensor ([C] or [B, C]).
 
@@ -518,18 +550,7 @@ class LBMForCausalLM(LBMInputsMixin, LBMPreTrainedModel):
         codebooks = stream_codebooks(tokenizer, self.code_layout)
         features = code_embedding_features(self.code_layout, codebooks)
         if self.codeword_mean is not None:
-            first = 2 if self.code_layout.has_scale_codes else 0
-            for m, codebook in enumerate(codebooks, start=first):
-                start, end = self._codeword_slices[m]
-                if codebook.shape[1] != end - start:
-                    raise ValueError(f"stream {m} of the tokenizer has {codebook.shape[1]}-d codewords, this LBM "
-                                     f"expects {end - start} (codeword_dims)")
-                self.codewords[: codebook.shape[0], start:end] = codebook.to(self.codewords)
-            # a weak start: the prior term -precision ||w_j||^2 / 2 spreads by 1 nat
-            for m, (start, end) in enumerate(self._codeword_slices):
-                words = self.codewords[: self._stream_sizes[m], start:end]
-                spread = (words * words).sum(-1).std() / 2
-                self.codeword_log_precision[m] = -torch.log(spread.clamp(min=1e-8))
+            self._copy_codewords(codebooks)
         for table in (self.token_embed, self.depth_embed):
             if table is None:
                 continue
@@ -825,17 +846,7 @@ class LBMForCausalLM(LBMInputsMixin, LBMPreTrainedModel):
         batch, num_channels = index.shape
         prompt = self._check_prompt(prompt_codes, prompt_scale_codes, batch, num_channels)
         condition_ids = self._generation_conditions(condition, batch)
-        if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)) \
-                or not math.isfinite(guidance_scale) or guidance_scale < 0:
-            raise ValueError(f"guidance_scale must be a finite number >= 0 (1 = no guidance), got {guidance_scale!r}")
-        guided = guidance_scale != 1.0
-        if guided and (condition_ids is None or not bool((condition_ids > 0).all())):
-            raise ValueError("guidance_scale != 1 needs a condition for every sample (it contrasts conditional and "
-                             "unconditional predictions)")
-        if guided:  # one batch of 2B rows: conditional, then unconditional, always holding the same codes
-            index, condition_ids = index.repeat(2, 1), torch.cat((condition_ids, torch.zeros_like(condition_ids)))
-            if prompt is not None:
-                prompt = prompt.repeat(2, 1, 1)
+        guided, index, condition_ids, prompt = self._guided_batch(guidance_scale, index, condition_ids, prompt)
         window = min(self.config.positions_per_context // num_channels, self.config.max_patches)
         if window < 1:
             raise ValueError(f"{num_channels} channels do not fit in the context ({self.config.positions_per_context} "

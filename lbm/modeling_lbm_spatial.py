@@ -221,16 +221,7 @@ class LBMForSpatialGeneration(LBMInputsMixin, LBMSpatialPreTrainedModel):
         generator = torch.Generator().manual_seed(seed)
         codebooks = stream_codebooks(tokenizer, self.code_layout)
         if self.codeword_mean is not None:
-            first = 2 if self.code_layout.has_scale_codes else 0
-            for m, codebook in enumerate(codebooks, start=first):
-                start, end = self._codeword_slices[m]
-                if codebook.shape[1] != end - start:
-                    raise ValueError(f"stream {m} of the tokenizer has {codebook.shape[1]}-d codewords, this LBM "
-                                     f"expects {end - start} (codeword_dims)")
-                self.codewords[: codebook.shape[0], start:end] = codebook.to(self.codewords)
-            for m, (start, end) in enumerate(self._codeword_slices):  # prior term spread by 1 nat at the start
-                words = self.codewords[: self._stream_sizes[m], start:end]
-                self.codeword_log_precision[m] = -torch.log(((words * words).sum(-1).std() / 2).clamp(min=1e-8))
+            self._copy_codewords(codebooks)
         features = code_embedding_features(self.code_layout, codebooks)
         weight = self.token_embed.weight  # at the std of `_init_weights`: d^-1/2
         weight.copy_(projected_features(features, weight.shape[1], weight.shape[1] ** -0.5, generator).to(weight))
@@ -638,14 +629,8 @@ class LBMForSpatialGeneration(LBMInputsMixin, LBMSpatialPreTrainedModel):
         batch, num_channels = index.shape
         prompt = self._check_prompt(prompt_codes, prompt_scale_codes, batch, num_channels)
         condition_ids = self._generation_conditions(condition, batch)
-        guided = settings["guidance_scale"] != 1.0
-        if guided and (condition_ids is None or not bool((condition_ids > 0).all())):
-            raise ValueError("guidance_scale != 1 needs a condition for every sample (it contrasts conditional and "
-                             "unconditional predictions)")
-        if guided:  # one batch of 2B rows: conditional, then unconditional, always holding the same codes
-            index, condition_ids = index.repeat(2, 1), torch.cat((condition_ids, torch.zeros_like(condition_ids)))
-            if prompt is not None:
-                prompt = prompt.repeat(2, 1, 1)
+        guided, index, condition_ids, prompt = self._guided_batch(settings["guidance_scale"], index, condition_ids,
+                                                                  prompt)
         window = min(self.config.max_positions // num_channels, self.config.max_patches)
         if window < 1:
             raise ValueError(f"{num_channels} channels do not fit in the context ({self.config.max_positions} "
