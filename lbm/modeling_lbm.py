@@ -301,10 +301,9 @@ class LBMPreTrainedModel(PreTrainedModel):
 
 
 class LBMInputsMixin:
-    """Input checks and generation inputs shared by the LBMs (`LBMForCausalLM`, `LBMForSpatialGeneration`).
-
-    The model provides `config` (an `LBMConfig`), `code_layout`, `num_streams`, `_stream_sizes`, `_channel_index`
-    (channel name -> vocabulary index), `condition_embed` (or None) and `device`.
+    """Code tables, input checks and generation inputs shared by the LBMs (`LBMForCausalLM`,
+    `LBMForSpatialGeneration`). The model calls `_init_code_tables` (and `_init_codeword_tables`) in its `__init__` and
+    provides `config` (an `LBMConfig`), `condition_embed` (or None) and `device`.
     """
 
     # ---- input checks -------------------------------------------------------------------------------
@@ -349,6 +348,39 @@ class LBMInputsMixin:
         if (ids < 0).any() or (ids >= upper).any():
             raise ValueError(f"{name} must lie in [0, {upper}), got [{int(ids.min())}, {int(ids.max())}]")
 
+
+    # ---- tables shared by the LBMs ----------------------------------------------------------------------
+
+    def _init_code_tables(self, config) -> None:
+        """The code alphabet's python-side tables: built per call, so no buffer has to survive meta-device loading."""
+        layout = config.code_layout
+        self.code_layout, self.num_streams = layout, layout.num_streams
+        self._stream_sizes = layout.stream_vocab_sizes
+        self._offsets = [sum(self._stream_sizes[:m]) for m in range(self.num_streams)]
+        self._channel_index = {name: i for i, name in enumerate(config.channel_vocabulary)}
+
+    def _init_codeword_tables(self, config, width: int) -> None:
+        """Codeword scores (`codeword_logits`): each stream's codewords side by side in one [V_max, sum of dims]
+        buffer (scale levels on [-1, 1]; `_copy_codewords` writes the codebooks), and the mean / precision maps from
+        the head input of size `width`."""
+        self.codeword_mean = self.codeword_precision = self.codeword_log_precision = None
+        if not config.codeword_logits:
+            return
+        layout = self.code_layout
+        dims = [1, 1] if layout.has_scale_codes else []
+        dims += [d for d in config.codeword_dims for _ in range(layout.num_quantizers)]
+        ends = [sum(dims[: m + 1]) for m in range(self.num_streams)]
+        self._codeword_slices = [(end - d, end) for end, d in zip(ends, dims)]
+        self.register_buffer("codewords", torch.zeros(max(self._stream_sizes), sum(dims)))
+        if layout.has_scale_codes:
+            self.codewords[: layout.num_scale_tokens, :2] = torch.linspace(-1, 1, layout.num_scale_tokens)[:, None]
+        self.codeword_mean = nn.Linear(width, sum(dims), bias=False)
+        self.codeword_precision = nn.Parameter(torch.zeros(self.num_streams, width))
+        self.codeword_log_precision = nn.Parameter(torch.zeros(self.num_streams))
+
+    def stream_offsets(self, device=None) -> torch.LongTensor:
+        """[M] start of each stream in the offset vocabulary (see `layout.stream_offsets`)."""
+        return torch.tensor(self._offsets, dtype=torch.long, device=device)
 
     # ---- generation inputs ---------------------------------------------------------------------------
 
@@ -482,15 +514,10 @@ class LBMForCausalLM(LBMInputsMixin, LBMPreTrainedModel):
 
     def __init__(self, config: LBMConfig):
         super().__init__(config)
-        layout = config.code_layout
-        self.code_layout = layout
-        self.num_streams = layout.num_streams
+        self._init_code_tables(config)
+        layout = self.code_layout
         self.flattened = config.layout == "flattened"
         dim = config.hidden_size
-        # python-side tables: tensors are built per call, so no buffer has to survive meta-device loading
-        self._stream_sizes = layout.stream_vocab_sizes
-        self._offsets = [sum(self._stream_sizes[:m]) for m in range(self.num_streams)]
-        self._channel_index = {name: i for i, name in enumerate(config.channel_vocabulary)}
 
         self.token_embed = nn.Embedding(layout.vocab_size, dim)  # offset vocabulary; also the flattened head
         self.channel_embed = nn.Embedding(config.channel_vocab_size, dim)
@@ -513,20 +540,7 @@ class LBMForCausalLM(LBMInputsMixin, LBMPreTrainedModel):
             use = config.depth_neighbours
             self.previous_channel_in = nn.Linear(depth, depth, bias=False) if use else None
             self.previous_second_in = nn.Linear(depth, depth, bias=False) if use else None
-        # codeword scores (`codeword_logits`): each stream's codewords, side by side in one [V_max, sum of dims] table
-        self.codeword_mean = self.codeword_precision = self.codeword_log_precision = None
-        if config.codeword_logits:
-            dims = [1, 1] if layout.has_scale_codes else []
-            dims += [d for d in config.codeword_dims for _ in range(layout.num_quantizers)]
-            ends = [sum(dims[: m + 1]) for m in range(self.num_streams)]
-            self._codeword_slices = [(end - dim, end) for end, dim in zip(ends, dims)]
-            self.register_buffer("codewords", torch.zeros(max(self._stream_sizes), sum(dims)))
-            if layout.has_scale_codes:  # scale levels on [-1, 1] (init_code_embeddings writes the codebooks)
-                level = torch.linspace(-1, 1, layout.num_scale_tokens)
-                self.codewords[: layout.num_scale_tokens, :2] = level[:, None]
-            self.codeword_mean = nn.Linear(config.depth_hidden_size, sum(dims), bias=False)
-            self.codeword_precision = nn.Parameter(torch.zeros(self.num_streams, config.depth_hidden_size))
-            self.codeword_log_precision = nn.Parameter(torch.zeros(self.num_streams))
+        self._init_codeword_tables(config, config.depth_hidden_size)
         self.spatial_query = self.spatial_key = self.spatial_in = None
         if config.spatial_context:
             heads = config.spatial_heads
@@ -563,10 +577,6 @@ class LBMForCausalLM(LBMInputsMixin, LBMPreTrainedModel):
         """`PreTrainedModel.from_pretrained`, plus the bundled names (e.g. `"neurorvq/lbm-small"`, offline)."""
         return load_pretrained(super().from_pretrained, pretrained_model_name_or_path, cls.config_class.model_type,
                                *args, **kwargs)
-
-    def stream_offsets(self, device=None) -> torch.LongTensor:
-        """[M] start of each stream in the offset vocabulary (see `layout.stream_offsets`)."""
-        return torch.tensor(self._offsets, dtype=torch.long, device=device)
 
     def _stream_logits(self, hidden: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
         """hidden [B, P, M, d] x tied table [V_total, d] -> logits [B, P, M, V_max], -inf past each stream's size."""

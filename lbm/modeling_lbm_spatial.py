@@ -159,14 +159,9 @@ class LBMForSpatialGeneration(LBMInputsMixin, LBMSpatialPreTrainedModel):
 
     def __init__(self, config: LBMSpatialConfig):
         super().__init__(config)
-        layout = config.code_layout
-        self.code_layout = layout
-        self.num_streams = layout.num_streams
+        self._init_code_tables(config)
+        layout = self.code_layout
         dim = config.hidden_size
-        # python-side tables (see `LBMForCausalLM`)
-        self._stream_sizes = layout.stream_vocab_sizes
-        self._offsets = [sum(self._stream_sizes[:m]) for m in range(self.num_streams)]
-        self._channel_index = {name: i for i, name in enumerate(config.channel_vocabulary)}
 
         self.token_embed = nn.Embedding(layout.vocab_size, dim)  # offset vocabulary; also the tied stream heads
         self.channel_embed = nn.Embedding(config.channel_vocab_size, dim)
@@ -187,18 +182,7 @@ class LBMForSpatialGeneration(LBMInputsMixin, LBMSpatialPreTrainedModel):
         self.spatial_transformer = LBMTransformer(dim, config.spatial_layers, config.num_heads, config.mlp_ratio,
                                                   config.dropout, config.layer_norm_eps)
         self.stream_proj = nn.Parameter(torch.zeros(self.num_streams, dim, dim))  # per-stream head input
-        self.codeword_mean = self.codeword_precision = self.codeword_log_precision = None
-        if config.codeword_logits:  # each stream's codewords side by side, as in `LBMForCausalLM`
-            dims = [1, 1] if layout.has_scale_codes else []
-            dims += [d for d in config.codeword_dims for _ in range(layout.num_quantizers)]
-            ends = [sum(dims[: m + 1]) for m in range(self.num_streams)]
-            self._codeword_slices = [(end - d, end) for end, d in zip(ends, dims)]
-            self.register_buffer("codewords", torch.zeros(max(self._stream_sizes), sum(dims)))
-            if layout.has_scale_codes:  # scale levels on [-1, 1]
-                self.codewords[: layout.num_scale_tokens, :2] = torch.linspace(-1, 1, layout.num_scale_tokens)[:, None]
-            self.codeword_mean = nn.Linear(dim, sum(dims), bias=False)
-            self.codeword_precision = nn.Parameter(torch.zeros(self.num_streams, dim))
-            self.codeword_log_precision = nn.Parameter(torch.zeros(self.num_streams))
+        self._init_codeword_tables(config, dim)
         self.pair_query = self.pair_key = self.codeword_context_in = None
         if config.codeword_context:
             heads = config.spatial_heads
@@ -239,10 +223,6 @@ class LBMForSpatialGeneration(LBMInputsMixin, LBMSpatialPreTrainedModel):
         elif saved.is_file():
             model.generation_config = GenerationConfig.from_pretrained(saved.parent)
         return model
-
-    def stream_offsets(self, device=None) -> torch.LongTensor:
-        """[M] start of each stream in the offset vocabulary."""
-        return torch.tensor(self._offsets, dtype=torch.long, device=device)
 
     # ---- pieces -------------------------------------------------------------------------------------
 
@@ -458,12 +438,9 @@ class LBMForSpatialGeneration(LBMInputsMixin, LBMSpatialPreTrainedModel):
         else:
             scales = getattr(config, "stream_temperature_scales", None) or [1.0] * self.num_streams
             streams = check_stream_temperatures(self.config, [temperature * s for s in scales])
-        # the saved guidance applies to conditional calls; an explicit one is checked against the condition by `generate`
+        # the saved guidance applies to conditional calls; an explicit one is checked (`_guided_batch`) by `generate`
         guidance = value("guidance_scale", 1.0) if overrides.get("conditional", True) else \
             (overrides["guidance_scale"] if overrides.get("guidance_scale") is not None else 1.0)
-        if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not math.isfinite(guidance) \
-                or guidance < 0:
-            raise ValueError(f"guidance_scale must be a finite number >= 0 (1 = no guidance), got {guidance!r}")
         rounds = value("num_rounds", 12)
         if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
             raise ValueError(f"num_rounds must be an integer >= 1, got {rounds!r}")
@@ -471,7 +448,7 @@ class LBMForSpatialGeneration(LBMInputsMixin, LBMSpatialPreTrainedModel):
         if unmasking not in UNMASKING:
             raise ValueError(f"unmasking must be one of {UNMASKING}, got {unmasking!r}")
         return {"temperature": temperature, "top_k": top_k, "top_p": top_p, "stream_temperatures": streams,
-                "guidance_scale": float(guidance), "num_rounds": rounds, "unmasking": unmasking}
+                "guidance_scale": guidance, "num_rounds": rounds, "unmasking": unmasking}
 
     def _generation_heads(self) -> dict:
         """The stream heads folded into per-stream matrices, once per `generate` call: `weight` [M, D, V_max] (plain
