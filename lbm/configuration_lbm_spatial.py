@@ -26,6 +26,10 @@ class LBMSpatialConfig(LBMConfig):
             slice side by side, 0 where hidden) and of which of their cells are known, with weights that depend on
             the channel pair only (queries and keys from the channel embeddings). Real channels share much of their
             waveform: this hands each channel the shared part in codeword space, which summed code embeddings hide.
+        codeword_context_normalization (`str`): how `codeword_context` averages: `"known"` = per stream, over the
+            other channels whose cell of that stream is known (the mean known codeword, whatever share of the second
+            is known yet); `"all"` = over all other channels, hidden ones counting as 0 (the first bundled spatial
+            model; the network must then divide by the known share itself).
         electrode_positions (`bool`): add an embedding of each channel's 3-D electrode position (MNE's standard 10-05
             montage) to its learned channel embedding, so that neighbouring electrodes start alike and share what
             they learn; channels without a standard position get the channel embedding alone.
@@ -35,9 +39,11 @@ class LBMSpatialConfig(LBMConfig):
     layouts = ("spatial",)
 
     def __init__(self, spatial_layers: int = 2, stream_groups: list[list[int]] | None = None,
-                 electrode_positions: bool = True, codeword_context: bool = False, **kwargs):
+                 electrode_positions: bool = True, codeword_context: bool = False,
+                 codeword_context_normalization: str = "all", **kwargs):
         self.spatial_layers = spatial_layers
         self.codeword_context = codeword_context
+        self.codeword_context_normalization = codeword_context_normalization
         self.stream_groups = None if stream_groups is None else [[int(m) for m in group] for group in stream_groups]
         self.electrode_positions = electrode_positions
         kwargs.setdefault("layout", "spatial")
@@ -77,5 +83,8 @@ class LBMSpatialConfig(LBMConfig):
                                  f"{self.stream_groups!r}")
         if self.codeword_context is not False and (self.codeword_context is not True or not self.codeword_logits):
             raise ValueError("LBMSpatialConfig.codeword_context must be True or False and needs codeword_logits")
+        if self.codeword_context_normalization not in ("all", "known"):
+            raise ValueError("LBMSpatialConfig.codeword_context_normalization must be 'all' or 'known', got "
+                             f"{self.codeword_context_normalization!r}")
         if not isinstance(self.electrode_positions, bool):
             raise ValueError(f"LBMSpatialConfig.electrode_positions must be True or False, got {self.electrode_positions!r}")

@@ -190,6 +190,8 @@ class LBMForSpatialGeneration(LBMInputsMixin, LBMSpatialPreTrainedModel):
             self.pair_key = nn.Linear(dim, heads * PAIR_KEY_SIZE, bias=False)
             # per head: the mean codewords (side by side) and known shares (M) -> the spatial transformer's input
             self.codeword_context_in = nn.Parameter(torch.zeros(heads, self.codewords.shape[1] + self.num_streams, dim))
+            # the stream of each codeword dim (a list: this runs inside transformers' meta-device context on loading)
+            self._codeword_stream = [m for m, (start, end) in enumerate(self._codeword_slices) for _ in range(start, end)]
         groups = config.groups
         self._group_of_stream = [next(g for g, group in enumerate(groups) if m in group) for m in range(self.num_streams)]
         self.post_init()
@@ -276,9 +278,8 @@ class LBMForSpatialGeneration(LBMInputsMixin, LBMSpatialPreTrainedModel):
         `codeword_context`) -> output [N, C, D]."""
         x = context_and_place + torch.where(hidden[..., None], self.mask_embed, self.token_embed(tokens)).sum(2)
         if self.codeword_context_in is not None:
-            features = torch.cat((self._codeword_vectors(tokens, hidden), (~hidden).to(x.dtype)), dim=-1)
-            context = pair_weights @ features[:, None]  # [N, H, C, sum D_m + M]
-            x = x + torch.einsum("nhcf,hfd->ncd", context, self.codeword_context_in)
+            x = x + torch.einsum("nhcf,hfd->ncd", self._codeword_context(tokens, hidden, pair_weights),
+                                 self.codeword_context_in)
         out, _ = self.spatial_transformer(self.drop(x), None, False)
         return out
 
@@ -293,6 +294,17 @@ class LBMForSpatialGeneration(LBMInputsMixin, LBMSpatialPreTrainedModel):
         scores = (query @ key.transpose(-1, -2)) / math.sqrt(PAIR_KEY_SIZE)
         itself = torch.eye(channels, dtype=torch.bool, device=place.device)
         return scores.masked_fill(itself, float("-inf")).softmax(-1).nan_to_num(0.0)
+
+    def _codeword_context(self, tokens: torch.LongTensor, hidden: torch.Tensor, pair_weights: torch.Tensor):
+        """Per head, the pair-weighted mean of the other channels' known codewords and their known shares:
+        tokens [N, C, M], hidden [N, C, M], pair_weights [N, H, C, C] -> [N, H, C, sum D_m + M]. With normalization
+        "known" each stream's mean is over the channels where that stream is known (0 where none is)."""
+        known = (~hidden).to(pair_weights.dtype)
+        words = pair_weights @ self._codeword_vectors(tokens, hidden)[:, None]  # [N, H, C, sum D_m]
+        share = pair_weights @ known[:, None]  # [N, H, C, M]: the weight of the known cells, per stream
+        if self.config.codeword_context_normalization == "known":  # hidden words are 0: the clamp only guards 0 / 0
+            words = words / share[..., self._codeword_stream].clamp_min(1e-12)
+        return torch.cat((words, share), dim=-1)
 
     def _codeword_vectors(self, tokens: torch.LongTensor, hidden: torch.Tensor) -> torch.Tensor:
         """Offset tokens [N, C, M] -> each stream's codeword side by side [N, C, sum D_m], 0 where hidden."""

@@ -94,9 +94,11 @@ def test_drawn_masks_give_the_any_order_bound_weights(groups):
 
 
 CODEWORDS = dict(codeword_dims=[3, 5], codeword_logits=True, codeword_context=True)
+CODEWORDS_KNOWN = dict(CODEWORDS, codeword_context_normalization="known")
+VARIANTS = dict(argvalues=[{}, CODEWORDS, CODEWORDS_KNOWN], ids=["plain", "codeword-context", "context-over-known"])
 
 
-@pytest.mark.parametrize("extra", [{}, CODEWORDS], ids=["plain", "codeword-context"])
+@pytest.mark.parametrize("extra", **VARIANTS)
 def test_no_privileged_channel_order(extra):
     """Permuting the channels (codes, ids and hidden cells together) permutes the logits: nothing depends on the order
     in which channels are listed."""
@@ -114,7 +116,7 @@ def test_no_privileged_channel_order(extra):
     assert torch.allclose(permute(out.logits), permuted.logits, atol=1e-5, equal_nan=True)
 
 
-@pytest.mark.parametrize("extra", [{}, CODEWORDS], ids=["plain", "codeword-context"])
+@pytest.mark.parametrize("extra", **VARIANTS)
 def test_the_past_is_causal_and_hidden_cells_stay_hidden(extra):
     model = tiny_model(**extra)
     with torch.no_grad():
@@ -239,3 +241,30 @@ def test_generation_heads_give_the_training_logits(codeword_logits):
         b, c, s = torch.meshgrid(torch.arange(2), torch.arange(4), torch.arange(model.num_streams), indexing="ij")
         cells = model._cell_logits(out[b.flatten(), c.flatten()], s.flatten(), model._generation_heads())
     assert torch.allclose(cells.view_as(full), full, atol=1e-4, equal_nan=True)
+
+
+def test_codeword_context_over_known_channels_is_the_mean_known_codeword():
+    """With normalization "known", a stream's context is the pair-weighted mean over the channels where that stream is
+    known: one known neighbour hands over its codeword whatever its pair weight, none hands over 0; with "all", the
+    same neighbour arrives scaled by its weight."""
+    contexts = {}
+    for normalization in ("known", "all"):
+        model = tiny_model(**dict(CODEWORDS, codeword_context_normalization=normalization))
+        with torch.no_grad():
+            model.codewords.normal_(generator=torch.Generator().manual_seed(3))
+        positions, channel_ids, _ = random_batch(model, seconds=1)
+        tokens = positions + model.stream_offsets(positions.device)  # [B, C, M], one second
+        hidden = torch.ones(tokens.shape, dtype=torch.bool)
+        hidden[:, 1, 2] = False  # channel 1's stream 2 is the only known cell
+        weights = model._pair_weights(model._place(channel_ids))
+        contexts[normalization] = model._codeword_context(tokens, hidden, weights)  # [B, H, C, F + M]
+        start, end = model._codeword_slices[2]
+        word = model._codeword_vectors(tokens, hidden)[:, 1, start:end]  # channel 1's stream-2 codeword [B, D_2]
+    known, every = contexts["known"], contexts["all"]
+    for c in (0, 2, 3):  # the other channels see channel 1's codeword
+        assert torch.allclose(known[:, :, c, start:end], word[:, None].expand(-1, known.shape[1], -1), atol=1e-6)
+        assert torch.allclose(every[:, :, c, start:end], weights[:, :, c, 1, None] * word[:, None], atol=1e-6)
+    assert torch.count_nonzero(known[:, :, 1, :-model.num_streams]) == 0  # channel 1 itself: no other known cell
+    others = [m for m in range(model.num_streams) if m != 2]
+    assert torch.count_nonzero(known[..., -model.num_streams:][..., others]) == 0  # shares of the hidden streams
+    assert torch.allclose(known[..., -model.num_streams:], every[..., -model.num_streams:])  # shares: the same
