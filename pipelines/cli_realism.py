@@ -1,6 +1,6 @@
 """`neurorvq realism`: how far is one set of EEG recordings (synthetic) from another (real)? Offline, CPU.
 
-Registered in `pipelines.cli.build_parser` through `add_parser`; the work is `neurorvq.lbm.realism`.
+Registered in `pipelines.cli.build_parser` through `add_parsers`; the work is `neurorvq.lbm.realism`.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ examples:
 """
 
 
-def add_parser(subparsers) -> argparse.ArgumentParser:
+def add_parsers(subparsers) -> argparse.ArgumentParser:
     """Add the `realism` subcommand to `subparsers` (of `neurorvq`'s parser)."""
     parser = subparsers.add_parser(
         "realism",
