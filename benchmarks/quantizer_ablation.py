@@ -19,7 +19,8 @@ import torch
 from neurorvq.tokenizer import NeuroRVQConfig
 from neurorvq.tokenizer.data import load_prepared
 from neurorvq.tokenizer.evaluation import evaluate_tokenizer
-from neurorvq.tokenizer.training import TrainingArguments, train_tokenizer
+from neurorvq.tokenizer.trainer import TrainingArguments
+from neurorvq.tokenizer.training import train_tokenizer
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "tokenizer" / "small-released.json"
 VARIANTS = {

@@ -18,7 +18,8 @@ from pathlib import Path
 from neurorvq.tokenizer import NeuroRVQConfig, NeuroRVQTokenizer
 from neurorvq.tokenizer.data import load_prepared
 from neurorvq.tokenizer.evaluation import BANDS, evaluate_tokenizer
-from neurorvq.tokenizer.training import TrainingArguments, train_tokenizer
+from neurorvq.tokenizer.trainer import TrainingArguments
+from neurorvq.tokenizer.training import train_tokenizer
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "tokenizer" / "small-codebooks.json"
 # name -> (band edges in MDCT bins of 0.5 Hz, stages per band); every variant spends 16 codes of 9 bits

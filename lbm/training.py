@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from neurorvq.tokenizer.training import TrainingArguments, build_model, train
+from neurorvq.tokenizer.trainer import TrainingArguments, build_model, train
 
 from .configuration_lbm import LBMConfig
 from .configuration_lbm_spatial import LBMSpatialConfig

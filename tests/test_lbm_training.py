@@ -10,7 +10,7 @@ from neurorvq.lbm.data import code_loader, load_codes, tokenize_dataset
 from neurorvq.lbm.training import train_lbm, validation_nll
 from neurorvq.tokenizer import NeuroRVQTokenizer
 from neurorvq.tokenizer.data import prepare_dataset
-from neurorvq.tokenizer.training import TrainingArguments
+from neurorvq.tokenizer.trainer import TrainingArguments
 
 from .conftest import REPO_ROOT
 

@@ -25,7 +25,8 @@ from safetensors.torch import load_file
 
 from neurorvq.tokenizer import NeuroRVQConfig, NeuroRVQTokenizer
 from neurorvq.tokenizer.data import prepare_dataset
-from neurorvq.tokenizer.training import TrainingArguments, latest_checkpoint, train_tokenizer
+from neurorvq.tokenizer.trainer import TrainingArguments, latest_checkpoint
+from neurorvq.tokenizer.training import train_tokenizer
 
 from .conftest import REPO_ROOT
 
@@ -92,7 +93,8 @@ _KILL_TOKENIZER = """
 import os, signal, sys
 import accelerate
 from neurorvq.tokenizer import NeuroRVQConfig
-from neurorvq.tokenizer.training import TrainingArguments, train_tokenizer
+from neurorvq.tokenizer.trainer import TrainingArguments
+from neurorvq.tokenizer.training import train_tokenizer
 
 config_path, data, output = sys.argv[1:4]
 original = accelerate.Accelerator.save_state
@@ -142,7 +144,7 @@ _KILL_LBM = """
 import os, signal, sys
 import neurorvq.lbm.training as lbm_training
 from neurorvq.lbm import LBMConfig
-from neurorvq.tokenizer.training import TrainingArguments
+from neurorvq.tokenizer.trainer import TrainingArguments
 
 config_path, data, output = sys.argv[1:4]
 calls = [0]

@@ -21,7 +21,8 @@ from neurorvq.tokenizer.data import (
     prepare_dataset,
     window_shapes,
 )
-from neurorvq.tokenizer.training import TrainingArguments, train_tokenizer
+from neurorvq.tokenizer.trainer import TrainingArguments
+from neurorvq.tokenizer.training import train_tokenizer
 
 from .conftest import REPO_ROOT
 

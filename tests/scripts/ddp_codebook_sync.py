@@ -7,7 +7,8 @@ from accelerate import PartialState
 from safetensors.torch import save_file
 
 from neurorvq.tokenizer import NeuroRVQConfig
-from neurorvq.tokenizer.training import TrainingArguments, train_tokenizer
+from neurorvq.tokenizer.trainer import TrainingArguments
+from neurorvq.tokenizer.training import train_tokenizer
 
 config_path, data_dir, output_dir = sys.argv[1:4]
 
