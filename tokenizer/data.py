@@ -322,6 +322,34 @@ class PrepareReport:
     labels: dict[str, dict[str, int]] = field(default_factory=dict)  # split -> label -> windows ("" = unlabelled)
 
 
+PREPARE_MANIFEST = "prepare_manifest.json"  # written last by `prepare_dataset`: marks a finished dataset folder
+SPLITS = ("train", "validation")
+
+
+@dataclass
+class _PrepareOptions:
+    """The options of one `prepare_dataset` call, resolved: corpus policy and labels read, extractor chosen."""
+
+    extractor: NeuroRVQFeatureExtractor
+    rules: LabelRules
+    policy: CorpusPolicy
+    validation_fraction: float
+    split_by: str
+    seed: int
+    on_error: str
+    on_unknown_channel: str
+    text_channel_names: list[str] | None
+    progress: bool
+
+    def settings(self) -> dict:
+        """What the prepared windows depend on besides the files' bytes: a change rebuilds a cached dataset."""
+        return dict(version=DATA_FORMAT_VERSION, extractor=self.extractor.to_dict(),
+                    validation_fraction=self.validation_fraction, split_by=self.split_by, seed=self.seed,
+                    on_error=self.on_error, on_unknown_channel=self.on_unknown_channel,
+                    text_channel_names=self.text_channel_names, labels=self.rules.to_dict(),
+                    reserved_subjects=sorted(self.policy.reserved_subjects))  # a longer hold-out list rebuilds
+
+
 def prepare_dataset(
     inputs: Iterable[str | Path],
     output_dir: str | Path,
@@ -376,54 +404,81 @@ def prepare_dataset(
     Windows are written to Arrow files as they are made (memory does not grow with the corpus). Re-running with the
     same inputs (same bytes) and settings (labels included) reuses `output_dir`; any change rebuilds it.
     """
-    import datasets
-    from tqdm.auto import tqdm
-
     if split_by not in ("subject", "recording"):
         raise ValueError(f"split_by must be 'subject' or 'recording', got {split_by!r}")
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     policy = load_corpus_policy(corpus_policy)
     rules = resolve_labels(labels, label_map, file_labels, policy)
-    extractor = feature_extractor or NeuroRVQFeatureExtractor()
+    options = _PrepareOptions(feature_extractor or NeuroRVQFeatureExtractor(), rules, policy, validation_fraction,
+                              split_by, seed, on_error, on_unknown_channel, text_channel_names, progress)
     output_dir = Path(output_dir)
     files = find_recordings(inputs)
     if not files:
         raise ValueError("no recording found in the inputs")
-    settings = dict(version=DATA_FORMAT_VERSION, extractor=extractor.to_dict(), validation_fraction=validation_fraction,
-                    split_by=split_by, seed=seed, on_error=on_error, on_unknown_channel=on_unknown_channel,
-                    text_channel_names=text_channel_names, labels=rules.to_dict(),
-                    reserved_subjects=sorted(policy.reserved_subjects))  # a longer hold-out list rebuilds a cache
-    fingerprint = _fingerprint(files, settings)
-    manifest_path = output_dir / "prepare_manifest.json"
-    check_dataset_output(output_dir, "prepare_manifest.json", files)
-    if manifest_path.is_file() and (output_dir / "dataset_dict.json").is_file():
-        manifest = json.loads(manifest_path.read_text())
-        if manifest.get("fingerprint") == fingerprint:
-            report = PrepareReport(str(output_dir), True, manifest["windows"], manifest["subjects"],
-                                   [tuple(s) for s in manifest["skipped"]],
-                                   [tuple(t) for t in manifest.get("truncated", [])], manifest.get("labels", {}))
-            return report
+    fingerprint = _fingerprint(files, options.settings())
+    check_dataset_output(output_dir, PREPARE_MANIFEST, files)
+    cached = _cached_report(output_dir, fingerprint)
+    if cached is not None:
+        return cached
 
     report = PrepareReport(str(output_dir), False)
-    # the split needs subject ids only: decide it from the file names, before any file is read
+    recordings = _assign_splits(_select_recordings(files, options, report), options)
+    seen = _write_splits(output_dir, recordings, options, fingerprint, report)
+    if rules.user:
+        _warn_unused_labels(rules, seen, [path for path, _, _ in recordings])
+    (output_dir / PREPARE_MANIFEST).write_text(json.dumps(dict(
+        fingerprint=fingerprint, windows=report.windows, subjects=report.subjects, skipped=report.skipped,
+        truncated=report.truncated, labels=report.labels, files=[str(p) for p in files]), indent=1))
+    return report
+
+
+def _cached_report(output_dir: Path, fingerprint: str) -> PrepareReport | None:
+    """The report of the dataset already in `output_dir` when it was prepared with the same `fingerprint`."""
+    manifest_path = output_dir / PREPARE_MANIFEST
+    if not (manifest_path.is_file() and (output_dir / "dataset_dict.json").is_file()):
+        return None
+    manifest = json.loads(manifest_path.read_text())
+    if manifest.get("fingerprint") != fingerprint:
+        return None
+    return PrepareReport(str(output_dir), True, manifest["windows"], manifest["subjects"],
+                         [tuple(s) for s in manifest["skipped"]],
+                         [tuple(t) for t in manifest.get("truncated", [])], manifest.get("labels", {}))
+
+
+def _select_recordings(files: list[Path], options: _PrepareOptions, report: PrepareReport) -> list[tuple[Path, str]]:
+    """`(path, subject id)` of the files to prepare, from the file names alone (no file is read): the corpus
+    policy's reserved hold-out subjects and `.txt` files without channel labels are skipped (in `report`)."""
     candidates: list[tuple[Path, str]] = []
     for path in files:
         subject = subject_id(path)
-        if policy.is_reserved(subject):
+        if options.policy.is_reserved(subject):
             report.skipped.append((str(path), "reserved hold-out subject"))
             warnings.warn(f"skipping {path}: subject {subject} is reserved for the hold-out set")
-        elif path.suffix.lower() == ".txt" and not text_channel_names:
+        elif path.suffix.lower() == ".txt" and not options.text_channel_names:
             report.skipped.append((str(path), "text file without channel labels (pass text_channel_names)"))
             warnings.warn(f"skipping {path}: its channel labels are unknown; pass text_channel_names")
         else:
             candidates.append((path, subject))
     if not candidates:
         raise _nothing_prepared(report)
-    keys = [subject if split_by == "subject" else str(path) for path, subject in candidates]
-    held_out = split_subjects(keys, validation_fraction, seed)
+    return candidates
 
-    features = datasets.Features({
+
+def _assign_splits(candidates: list[tuple[Path, str]], options: _PrepareOptions) -> list[tuple[Path, str, str]]:
+    """`(path, subject id, split)`: each candidate in `"train"` or `"validation"`, held out by subject or by
+    recording (`split_by`), never by window."""
+    keys = [subject if options.split_by == "subject" else str(path) for path, subject in candidates]
+    held_out = split_subjects(keys, options.validation_fraction, options.seed)
+    return [(path, subject, "validation" if key in held_out else "train")
+            for (path, subject), key in zip(candidates, keys)]
+
+
+def _window_features():
+    """The `datasets.Features` of a prepared window (one row), see the module docstring."""
+    import datasets
+
+    return datasets.Features({
         "input_values": datasets.Sequence(datasets.Sequence(datasets.Value("float32"))),
         "valid_samples": datasets.Value("int32"),
         "channel_names": datasets.Sequence(datasets.Value("string")),
@@ -433,46 +488,33 @@ def prepare_dataset(
         "start_seconds": datasets.Value("float32"),
         "label": datasets.Value("string"),
     })
-    names = ("train", "validation")
+
+
+def _write_splits(output_dir: Path, recordings: list[tuple[Path, str, str]], options: _PrepareOptions,
+                  fingerprint: str, report: PrepareReport) -> set[str]:
+    """Window every `(path, subject id, split)` into Arrow shards and move them into `output_dir` as a `DatasetDict`.
+
+    Shards are written to a scratch folder beside the output as the windows are made (nothing accumulates in
+    memory), then moved (not copied) into place; the scratch folder is always removed, and a failed first run
+    leaves no empty output folder behind. Fills `report` (windows, subjects, labels, skipped files); returns the
+    annotation descriptions met that a label rule maps.
+    """
+    features = _window_features()
     created = not output_dir.exists()
     output_dir.mkdir(parents=True, exist_ok=True)
-    # windows go to Arrow shards in a scratch folder beside the output as they are made (nothing accumulates in
-    # memory); the finished shards are moved into the output (no copy), the scratch folder is removed
     scratch = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.prepare-", dir=output_dir.resolve().parent))
     try:
-        writers = {name: _ShardWriter(scratch, name, features) for name in names}
-        subjects: dict[str, set[str]] = {name: set() for name in names}
-        label_counts: dict[str, dict[str, int]] = {name: defaultdict(int) for name in names}
-        seen: set[str] = set()
-        for (path, subject), key in zip(tqdm(candidates, desc="preparing recordings", disable=not progress), keys):
-            item = _prepare_file(path, extractor, rules, on_error, on_unknown_channel, text_channel_names, report, seen)
-            if item is None:
-                continue
-            split = "validation" if key in held_out else "train"
-            values, mask = item["input_values"], item["padding_mask"]
-            count = len(values)
-            writers[split].write({
-                "input_values": list(values),
-                "valid_samples": mask[:, 0].sum(axis=-1).astype(np.int32),
-                "channel_names": [list(item["channel_names"])] * count,
-                "recording_id": [str(path)] * count,
-                "subject_id": [subject] * count,
-                "source_sampling_rate": [float(item["source_rate"])] * count,
-                "start_seconds": item["start_seconds"].astype(np.float32),
-                "label": item["labels"],
-            }, values.nbytes)
-            subjects[split].add(subject)
-            for label in item["labels"]:
-                label_counts[split][label] += 1
-            del item, values, mask
+        writers = {name: _ShardWriter(scratch, name, features) for name in SPLITS}
+        seen = _write_windows(recordings, writers, options, report)
         shards = {name: writer.finish() for name, writer in writers.items()}
-        report.windows = {name: writers[name].rows for name in names}
+        report.windows = {name: writers[name].rows for name in SPLITS}
         if not sum(report.windows.values()):
             raise _nothing_prepared(report)
         if not report.windows["train"]:
             raise ValueError("no training window: every recording of the training subjects was skipped ("
                              + "; ".join(f"{p}: {r}" for p, r in report.skipped) + ")")
-        manifest_path.unlink(missing_ok=True)  # a rebuild: an interrupted one is never taken for a finished one
+        # a rebuild: the old manifest goes first, so an interrupted one is never taken for a finished one
+        (output_dir / PREPARE_MANIFEST).unlink(missing_ok=True)
         save_shards(output_dir, shards, features, fingerprint)
     except BaseException:
         if created and not any(output_dir.iterdir()):  # a failed first run leaves no empty folder behind
@@ -480,19 +522,51 @@ def prepare_dataset(
         raise
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    report.subjects = {name: sorted(subjects[name]) for name in names}
-    report.labels = {name: dict(sorted(label_counts[name].items())) for name in names}
-    if rules.user:
-        unused = sorted({d for _, mapping in rules.annotation_rules for d in mapping} - seen)
-        if unused:
-            warnings.warn(f"label_map: no prepared recording has annotations {unused}: those labels were not used")
-        unmatched = [pattern for pattern, _ in rules.file_rules if not any(_match(pattern, p) for p, _ in candidates)]
-        if unmatched:
-            warnings.warn(f"file_labels: the pattern(s) {unmatched} match no recording")
-    manifest_path.write_text(json.dumps(dict(fingerprint=fingerprint, windows=report.windows, subjects=report.subjects,
-                                             skipped=report.skipped, truncated=report.truncated, labels=report.labels,
-                                             files=[str(p) for p in files]), indent=1))
-    return report
+    return seen
+
+
+def _write_windows(recordings: list[tuple[Path, str, str]], writers: dict[str, _ShardWriter],
+                   options: _PrepareOptions, report: PrepareReport) -> set[str]:
+    """Read, preprocess and window each recording, one at a time, into its split's writer; sets `report.subjects`
+    and `report.labels` (windows per label). Returns the mapped annotation descriptions met."""
+    from tqdm.auto import tqdm
+
+    subjects: dict[str, set[str]] = {name: set() for name in SPLITS}
+    label_counts: dict[str, dict[str, int]] = {name: defaultdict(int) for name in SPLITS}
+    seen: set[str] = set()
+    for path, subject, split in tqdm(recordings, desc="preparing recordings", disable=not options.progress):
+        item = _prepare_file(path, options, report, seen)
+        if item is None:
+            continue
+        values, count = item["input_values"], len(item["input_values"])
+        writers[split].write({
+            "input_values": list(values),
+            "valid_samples": item["padding_mask"][:, 0].sum(axis=-1).astype(np.int32),
+            "channel_names": [list(item["channel_names"])] * count,
+            "recording_id": [str(path)] * count,
+            "subject_id": [subject] * count,
+            "source_sampling_rate": [float(item["source_rate"])] * count,
+            "start_seconds": item["start_seconds"].astype(np.float32),
+            "label": item["labels"],
+        }, values.nbytes)
+        subjects[split].add(subject)
+        for label in item["labels"]:
+            label_counts[split][label] += 1
+        del item, values  # one recording's windows in memory at a time
+    report.subjects = {name: sorted(subjects[name]) for name in SPLITS}
+    report.labels = {name: dict(sorted(label_counts[name].items())) for name in SPLITS}
+    return seen
+
+
+def _warn_unused_labels(rules: LabelRules, seen: set[str], paths: list[Path]) -> None:
+    """The user's label rules that labelled nothing: annotation descriptions never met, file patterns matching no
+    recording (a typo, most likely)."""
+    unused = sorted({d for _, mapping in rules.annotation_rules for d in mapping} - seen)
+    if unused:
+        warnings.warn(f"label_map: no prepared recording has annotations {unused}: those labels were not used")
+    unmatched = [pattern for pattern, _ in rules.file_rules if not any(_match(pattern, p) for p in paths)]
+    if unmatched:
+        warnings.warn(f"file_labels: the pattern(s) {unmatched} match no recording")
 
 
 def _nothing_prepared(report: PrepareReport) -> ValueError:
@@ -562,11 +636,11 @@ def save_shards(output_dir: Path, shards: dict[str, list[Path]], features, finge
         (folder / "state.json").write_text(json.dumps(state, indent=2, sort_keys=True))
 
 
-def _prepare_file(path: Path, extractor: NeuroRVQFeatureExtractor, rules: LabelRules, on_error: str,
-                  on_unknown_channel: str, text_channel_names: list[str] | None, report: PrepareReport,
-                  seen: set[str]) -> dict | None:
+def _prepare_file(path: Path, options: _PrepareOptions, report: PrepareReport, seen: set[str]) -> dict | None:
     """One recording -> its windows (`input_values`, `padding_mask`, `channel_names`, `start_seconds`, `labels`,
-    `source_rate`), or None when it is skipped (recorded in `report`)."""
+    `source_rate`), or None when it is skipped (recorded in `report`). `seen` collects the mapped annotation
+    descriptions met."""
+    extractor, rules, text_channel_names = options.extractor, options.rules, options.text_channel_names
     is_text = path.suffix.lower() == ".txt"
     try:
         with warnings.catch_warnings(record=True) as caught:
@@ -578,7 +652,7 @@ def _prepare_file(path: Path, extractor: NeuroRVQFeatureExtractor, rules: LabelR
             segments = rules.segments(path, None if is_text else recording, duration, seen)
             # one label for the whole recording: one segment, windowed as before (nothing dropped)
             features = extractor(recording, channel_names=text_channel_names if is_text else None,
-                                 on_unknown_channel=on_unknown_channel,
+                                 on_unknown_channel=options.on_unknown_channel,
                                  segments=[(start, stop) for start, stop, _ in segments],
                                  min_segment_seconds=MIN_SEGMENT_SECONDS if len(segments) > 1 else 0.0)
             del recording
@@ -595,7 +669,7 @@ def _prepare_file(path: Path, extractor: NeuroRVQFeatureExtractor, rules: LabelR
             report.skipped.append((str(path), "no EEG channel"))
             warnings.warn(f"skipping {path}: {message}")
             return None
-        if on_error == "raise":
+        if options.on_error == "raise":
             raise ValueError(f"cannot prepare {path}: {message} (use on_error='skip' to skip such files)") from error
         report.skipped.append((str(path), message))
         warnings.warn(f"skipping unreadable file {path}: {message}")
@@ -630,7 +704,7 @@ def load_split(path: str | Path, split: str | None, marker: str, made_by: str, n
 
 def load_prepared(path: str | Path, split: str | None = None):
     """The prepared `DatasetDict` (or one split of it), formatted as numpy."""
-    return load_split(path, split, "prepare_manifest.json", "neurorvq prepare", ["input_values", "valid_samples"])
+    return load_split(path, split, PREPARE_MANIFEST, "neurorvq prepare", ["input_values", "valid_samples"])
 
 
 class ShapeBucketBatchSampler(torch.utils.data.Sampler):
