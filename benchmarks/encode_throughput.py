@@ -37,8 +37,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from neurorvq.lbm.evaluation import STANDARD_1020
 from neurorvq.tokenizer import NeuroRVQConfig, NeuroRVQTokenizer
+from neurorvq.tokenizer.channels import STANDARD_1020
 from neurorvq.tokenizer.data import synthetic_eeg
 from neurorvq.tokenizer.quantization import reference_nearest
 

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from neurorvq.lbm import LBMConfig, LBMForCausalLM
-from neurorvq.lbm.evaluation import STANDARD_1020
+from neurorvq.tokenizer.channels import STANDARD_1020
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "lbm"
 MONTAGE = STANDARD_1020  # 19-channel 10-20

@@ -31,9 +31,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from neurorvq.lbm.count_models import count_baselines
 from neurorvq.lbm.data import load_codes
-from neurorvq.lbm.evaluation import count_baselines
-from neurorvq.lbm.realism import order_drift, realism_report, tstr_trtr
+from neurorvq.lbm.realism import realism_report
+from neurorvq.lbm.realism_classifiers import tstr_trtr
+from neurorvq.lbm.realism_data import prepared_set
+from neurorvq.lbm.realism_metrics import order_drift
 from neurorvq.lbm.sampling import decode_generated, decoding_noise, generation_kwargs
 from neurorvq.lbm.training import load_lbm, validation_nll
 from neurorvq.tokenizer import NeuroRVQTokenizer
@@ -53,15 +56,11 @@ def parse_settings(text: str) -> dict:
     return settings
 
 
-def real_sets(rows, montage: list[str]):
-    """Windows [C, T] (µV) of `montage` exactly, with their subject ids and labels."""
-    items, groups, labels = [], [], []
-    for row in rows:
-        if list(row["channel_names"]) == montage:
-            items.append(np.asarray(row["input_values"], dtype=np.float32)[:, : int(row["valid_samples"])])
-            groups.append(row["subject_id"])
-            labels.append(row["label"])
-    return items, groups, labels
+def real_sets(validation, train, num_channels: int):
+    """The montage (that of the first validation window with `num_channels` channels) and its windows `[C, T]` (µV)
+    with subject ids and labels (`prepared_set`): the validation subjects' (reference), the training subjects' (floor)."""
+    montage = next(list(r) for r in validation["channel_names"] if len(r) == num_channels)
+    return montage, prepared_set(validation, montage), prepared_set(train, montage)
 
 
 def sample(model, tokenizer, channels, num_samples, seconds, seed, settings, condition=None) -> list[np.ndarray]:
@@ -81,7 +80,7 @@ def reconstruct(tokenizer, items: list[np.ndarray], channels, seconds: int, nois
     generator = torch.Generator().manual_seed(seed)
     out = []
     for x in items:
-        encoded = tokenizer.encode(torch.from_numpy(x[None, :, : seconds * 200]), list(channels))
+        encoded = tokenizer.encode(torch.from_numpy(x[None, :, : seconds * 200]).float(), list(channels))
         generated = {"codes": encoded.codes, "scale_codes": encoded.scale_codes}
         out.append(decode_generated(tokenizer, generated, channels, generator, noise_filling=noise_filling)[0].numpy())
     return out
@@ -107,9 +106,9 @@ def main() -> None:
 
     tokenizer = NeuroRVQTokenizer.from_pretrained("neurorvq/tokenizer-small").eval()
     validation, train = load_prepared(args.data, "validation"), load_prepared(args.data, "train")
-    montage = next(list(r) for r in validation["channel_names"] if len(r) == args.num_channels)
-    real, real_groups, real_labels = real_sets(validation, montage)
-    other, other_groups, other_labels = real_sets(train, montage)
+    montage, reference, floor = real_sets(validation, train, args.num_channels)
+    real, real_groups, real_labels = reference.signals, reference.groups, reference.labels
+    other, other_groups, other_labels = floor.signals, floor.groups, floor.labels
     by_state = lambda items, labels: {s: [x for x, y in zip(items, labels) if y == s] for s in STATES}  # noqa: E731
     codes_train, codes_validation = load_codes(args.codes, "train"), load_codes(args.codes, "validation")
     classifiers = args.classifiers.split(",")

@@ -17,7 +17,7 @@ import argparse
 import numpy as np
 import torch
 
-from neurorvq.lbm.evaluation import realism_report
+from neurorvq.lbm.realism_pooled import pooled_realism as realism_report
 from neurorvq.tokenizer import NeuroRVQTokenizer
 from neurorvq.tokenizer.data import load_prepared
 from neurorvq.tokenizer.evaluation import zscored_mse

@@ -20,7 +20,9 @@ import numpy as np
 import torch
 
 from neurorvq.lbm import LBMForCausalLM
-from neurorvq.lbm.evaluation import _window_signal, mean_abs_correlation, realism_report
+from neurorvq.lbm.evaluation import _window_signal
+from neurorvq.lbm.realism_metrics import mean_abs_correlation
+from neurorvq.lbm.realism_pooled import pooled_realism as realism_report
 from neurorvq.pipelines.eeg_generation import load_eeg_tokenizer
 from neurorvq.tokenizer.data import load_prepared
 

@@ -41,6 +41,18 @@ def parity_dir() -> Path:
     return shared_path(PARITY_DIR, "the official parity fixture (shared/fixtures/official_parity)")
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Torch single-threaded for a test module (tiny ops are dominated by thread-pool overhead on a shared 2-core
+    machine); a module asks for it with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def fresh_accelerate_state():
     """Each training run in the test process gets its own Accelerator settings (mixed precision, say)."""

@@ -35,14 +35,7 @@ LAYOUTS = ("flattened", "depthwise")
 SMALL_CODES = dict(num_scales=2, num_quantizers=2, codebook_size=16, num_scale_tokens=8)
 CHANNELS = ["fp1", "cz", "o2"]
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny ops are dominated by thread-pool overhead on a shared 2-core machine: run single-threaded."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_config(layout_name: str, **overrides) -> LBMConfig:

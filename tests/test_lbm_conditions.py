@@ -15,7 +15,9 @@ from neurorvq.lbm.data import collate_codes
 from neurorvq.tokenizer import NeuroRVQConfig, NeuroRVQTokenizer
 
 from .conftest import REPO_ROOT
-from .test_lbm import CHANNELS, SMALL_CODES, one_thread, structured_batch, tiny_config  # noqa: F401 (autouse fixture)
+from .test_lbm import CHANNELS, SMALL_CODES, structured_batch, tiny_config
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 CONDITIONS = ["closed", "open"]
 

@@ -8,18 +8,10 @@ import math
 import numpy as np
 import pytest
 
-from neurorvq.lbm.evaluation import (
-    BANDS,
-    band_powers,
-    bigram_nll,
-    count_baselines,
-    format_realism,
-    plot_realism,
-    pooled_realism,
-    row_streams,
-    spectral_slope,
-    unigram_nll,
-)
+from neurorvq.lbm.count_models import bigram_nll, count_baselines, row_streams, unigram_nll
+from neurorvq.lbm.evaluation_plots import plot_realism
+from neurorvq.lbm.realism_metrics import BANDS, band_powers, spectral_slope
+from neurorvq.lbm.realism_pooled import format_realism, pooled_realism
 from neurorvq.lbm.layout import CodeLayout
 
 FS = 200

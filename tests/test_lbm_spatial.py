@@ -22,13 +22,7 @@ from .conftest import REPO_ROOT
 TINY = REPO_ROOT / "configs" / "lbm" / "tiny-spatial.json"
 CHANNELS = ["fp1", "cz", "o2", "t3"]
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_model(seed: int = 0, **overrides) -> LBMForSpatialGeneration:

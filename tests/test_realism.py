@@ -13,31 +13,19 @@ import mne
 import numpy as np
 import pytest
 
-from neurorvq.lbm.evaluation import format_realism, realism_of_samples
-from neurorvq.lbm.realism import (
-    format_report,
-    load_eeg,
-    order_drift,
-    realism_report,
-    two_sample_test,
-    write_report,
-)
+from neurorvq.lbm.evaluation import realism_of_samples
+from neurorvq.lbm.realism import format_report, realism_report, write_report
+from neurorvq.lbm.realism_classifiers import two_sample_test
+from neurorvq.lbm.realism_data import load_eeg
+from neurorvq.lbm.realism_metrics import order_drift
+from neurorvq.lbm.realism_pooled import format_realism
 from neurorvq.pipelines.cli import main
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 FS = 200.0
 SUBJECTS = 24
 SECONDS = 20.0  # per subject: five 4-s windows
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -322,3 +310,22 @@ def test_cli_writes_the_report_and_refuses_to_overwrite(halves, tmp_path, capsys
     assert main(args) == 2  # the files exist
     assert "--overwrite" in capsys.readouterr().err
     assert main(args + ["--overwrite"]) == 0
+
+
+def test_split_modules_names_import_from_their_old_homes_and_prepared_sets_carry_labels():
+    """`lbm.realism` re-exports its data / metrics / classifier modules, `lbm.evaluation` what moved out of it;
+    prepared rows keep their brain-state labels ("" when unlabelled), recordings have none."""
+    from neurorvq.lbm import (count_models, evaluation, evaluation_plots, realism, realism_classifiers, realism_data,
+                              realism_metrics, realism_pooled)
+    from neurorvq.lbm.realism_data import prepared_set
+
+    for home, old_home in ((realism_data, realism), (realism_metrics, realism), (realism_classifiers, realism),
+                           (count_models, evaluation), (evaluation_plots, evaluation), (realism_pooled, evaluation)):
+        for name in home.__all__:
+            assert getattr(old_home, name) is getattr(home, name), f"{old_home.__name__}.{name}"
+    rows = [{"input_values": np.full((2, 400), float(i)).tolist(), "valid_samples": 300, "channel_names": ["cz", "fp1"],
+             "subject_id": f"s{i}", **({"label": "rest"} if i else {})} for i in range(2)]
+    prepared = prepared_set(rows, ["fp1", "cz"])
+    assert prepared.labels == ["", "rest"] and prepared.groups == ["s0", "s1"] and prepared.signals[1].shape == (2, 300)
+    raw = mne.io.RawArray(np.ones((2, 800)) * 1e-6, mne.create_info(["Fp1", "Cz"], FS, "eeg"), verbose="error")
+    assert load_eeg(raw).labels is None
