@@ -189,7 +189,7 @@ def realism_report(synthetic: Any, real: Any, channel_names: Sequence[str], samp
     full_reference = _profile(measured["real"], np.arange(len(sets["real"])))
     report = {
         "metrics": _metric_rows(runs, classifier_names, _reference_values(full_reference), deviations, names,
-                                min(len(plan["keep"]["real"]) for plan in plans)),
+                                min(len(plan["keep"]["reference"]) for plan in plans)),
         "chance": CHANCE, "warnings": notes,
         "settings": {"channel_names": names, "sampling_rate": rate, "window_seconds": float(window_seconds),
                      "window_samples": length, "repeats": int(repeats), "folds": int(folds), "seed": int(seed),
@@ -253,18 +253,24 @@ def _split(real: _WindowSet, other: _WindowSet | None, repeat: int, seed: int) -
 
 
 def _classified_windows(plan: dict, num_synthetic: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """The windows the classifiers of one repeat see, equally many per class: set name -> window indices (the
-    synthetic and the floor test share the reference windows)."""
+    """The windows the classifiers of one repeat see, equally many per class, by role: "reference" (indices into
+    the real set; the synthetic and the floor test share them), "synthetic" (into the synthetic set) and "floor"
+    (into `plan["floor_set"]`: other_real, or with the half-split floor the real set's other half, disjoint from
+    the reference windows)."""
     reference, floor = plan["reference"], plan["floor"]
     n = min(num_synthetic, len(reference), len(floor))
-    # with the half-split floor, floor_set is "real": its entry replaces the reference's
-    return {"real": reference[_balanced(rng, len(reference), n)], "synthetic": _balanced(rng, num_synthetic, n),
-            plan["floor_set"]: floor[_balanced(rng, len(floor), n)]}
+    return {"reference": reference[_balanced(rng, len(reference), n)], "synthetic": _balanced(rng, num_synthetic, n),
+            "floor": floor[_balanced(rng, len(floor), n)]}
+
+
+def _kept_sets(plan: dict) -> dict[str, str]:
+    """Role in `plan["keep"]` -> the set its window indices point into."""
+    return {"reference": "real", "synthetic": "synthetic", "floor": plan["floor_set"]}
 
 
 def _splits(real: _WindowSet, other: _WindowSet | None, num_synthetic: int, repeats: int, seed: int) -> list[dict]:
     """Per repeat: `reference` window indices, `floor_set` ("other_real" or "real") and its `floor` indices
-    (`_split`), and `keep`, the windows its classifiers see (`_classified_windows`)."""
+    (`_split`), and `keep`, the windows its classifiers see by role (`_classified_windows`)."""
     plans = []
     for r in range(repeats):
         plan = _split(real, other, r, seed)
@@ -276,7 +282,8 @@ def _splits(real: _WindowSet, other: _WindowSet | None, num_synthetic: int, repe
 def _measure_sets(sets: dict[str, _WindowSet], plans: list[dict], classifier_names: Sequence[str], rate: float,
                   length: int) -> dict[str, _Measurements]:
     """Every set measured once; what only the classifiers read, for the windows some repeat classifies."""
-    classified = {name: np.unique(np.concatenate([plan["keep"][name] for plan in plans if name in plan["keep"]]))
+    classified = {name: np.unique(np.concatenate([plan["keep"][role] for plan in plans
+                                                  for role, set_name in _kept_sets(plan).items() if set_name == name]))
                   for name in sets}
     return {name: _measure_for(data, classifier_names, rate, length, classified[name]) for name, data in sets.items()}
 
@@ -297,9 +304,9 @@ def _classify(plan: dict, inputs: dict[str, dict[str, np.ndarray]], sets: dict[s
               classifier_names: Sequence[str], folds: int, seed: int) -> dict[str, dict[str, dict]]:
     """Held-out accuracies of one repeat: classifier -> side -> `_cross_validated_accuracy` of the synthetic
     windows (side "synthetic") or the floor set's (side "floor") against the reference windows of `plan["keep"]`."""
-    keep = plan["keep"]
-    return {c: {side: _cross_validated_accuracy(inputs[name][c][keep[name]], inputs["real"][c][keep["real"]],
-                                                sets[name].groups[keep[name]], sets["real"].groups[keep["real"]],
+    keep, reference = plan["keep"], plan["keep"]["reference"]
+    return {c: {side: _cross_validated_accuracy(inputs[name][c][keep[side]], inputs["real"][c][reference],
+                                                sets[name].groups[keep[side]], sets["real"].groups[reference],
                                                 c, folds, seed)
                 for side, name in (("synthetic", "synthetic"), ("floor", plan["floor_set"]))}
             for c in classifier_names}

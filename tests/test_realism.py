@@ -209,6 +209,47 @@ def test_half_split_floor_and_report_files(halves, tmp_path):
     write_report(report, tmp_path / "out", overwrite=True)
 
 
+def test_half_split_floor_is_one_half_against_the_other_and_synthetic_meets_the_reference_half(halves,
+                                                                                              monkeypatch):
+    """Without other_real every repeat's classifiers see the reference half (the synthetic and the floor test
+    share its windows) and, for the floor, the other half: disjoint subjects, together every reference subject."""
+    from neurorvq.lbm import realism
+
+    (reference, reference_groups), (other, other_groups) = halves
+    calls = []
+    measure = realism._cross_validated_accuracy
+
+    def spy(a, b, groups_a, groups_b, *args, **kwargs):
+        calls.append((a.copy(), b.copy(), set(groups_a.tolist()), set(groups_b.tolist())))
+        return measure(a, b, groups_a, groups_b, *args, **kwargs)
+
+    monkeypatch.setattr(realism, "_cross_validated_accuracy", spy)
+    splits, split = [], realism._split
+    monkeypatch.setattr(realism, "_split", lambda *args: splits.append(split(*args)) or splits[-1])
+    synthetic = [x[:, :1600] for x in other]  # 12 other subjects x two 4-s windows
+    report = realism_report(synthetic, reference, NAMES, FS, synthetic_groups=other_groups,
+                            real_groups=reference_groups, repeats=3, classifiers=("bandpower",),
+                            covariance_bands=False)
+    assert report["settings"]["floor"] == "half_split" and len(calls) == 2 * 3  # per repeat: synthetic, floor
+    halves_seen, real_groups = set(), np.repeat(reference_groups, 5)  # five 4-s windows per reference subject
+    for plan, (synthetic, ref_for_synthetic, synthetic_groups, ref_groups_s), (
+            floor, ref_for_floor, floor_groups, ref_groups_f) in zip(splits, calls[0::2], calls[1::2]):
+        assert synthetic_groups <= set(other_groups)  # the synthetic side is the synthetic set
+        # its real side is the reference half, the one the descriptive figures of the repeat compare with
+        assert ref_groups_s == set(real_groups[plan["reference"]]) and floor_groups == set(real_groups[plan["floor"]])
+        # both tests against the same windows of one reference half
+        assert ref_groups_s == ref_groups_f and np.array_equal(ref_for_synthetic, ref_for_floor)
+        assert len(ref_groups_f) == 6 and len(floor_groups) == 6  # 12 reference subjects: 6 against 6
+        assert not floor_groups & ref_groups_f and floor_groups | ref_groups_f == set(reference_groups)
+        assert not {r.tobytes() for r in floor} & {r.tobytes() for r in ref_for_floor}  # no window on both sides
+        halves_seen.add(frozenset(ref_groups_f))
+    assert len(halves_seen) > 1  # random halves per repeat
+    row = report["metrics"]["c2st/bandpower"]
+    # the floor is real vs real of other subjects, not the reference half against itself (exactly 0.5 every repeat)
+    assert not all(value == 0.5 for value in row["runs"]["floor"]) and row["floor_std"] > 0
+    assert row["n_windows_per_class"] == 24  # min(synthetic 24, a half's 30 and the other half's 30)
+
+
 def test_bad_inputs_raise_clear_errors(halves):
     (reference, groups), (other, other_groups) = halves
     good = reference[:4]
