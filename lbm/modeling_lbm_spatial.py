@@ -27,6 +27,7 @@ time_ids [B, P])` with time-major positions (p = a * C + c), and `generate` retu
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from dataclasses import dataclass
@@ -66,15 +67,21 @@ def default_generation_config() -> GenerationConfig:
                             num_rounds=12, unmasking="confidence", stream_temperature_scales=None)
 
 
-def electrode_positions(channel_vocabulary: list[str], size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """3-D electrode positions of a channel vocabulary from MNE's standard 10-05 montage, in head radii:
-    (xyz [size, 3], known [size] 1.0 / 0.0). Names are matched case-insensitively; others get zeros, known 0."""
+@functools.lru_cache(maxsize=1)
+def _standard_1005_positions() -> dict:
+    """Lower-case channel name -> 3-D position (m) in MNE's standard 10-05 montage (read once per process)."""
     import mne
 
     with warnings.catch_warnings():  # the montage's name is deprecated in newer MNE, its positions are not
         warnings.simplefilter("ignore")
         montage = mne.channels.make_standard_montage("standard_1005")
-    positions = {name.lower(): xyz for name, xyz in montage.get_positions()["ch_pos"].items()}
+    return {name.lower(): xyz for name, xyz in montage.get_positions()["ch_pos"].items()}
+
+
+def electrode_positions(channel_vocabulary: list[str], size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """3-D electrode positions of a channel vocabulary from MNE's standard 10-05 montage, in head radii:
+    (xyz [size, 3], known [size] 1.0 / 0.0). Names are matched case-insensitively; others get zeros, known 0."""
+    positions = _standard_1005_positions()
     # numpy, not torch: this runs inside transformers' meta-device context when a saved model is loaded
     xyz, known = np.zeros((size, 3), dtype=np.float32), np.zeros(size, dtype=np.float32)
     for i, name in enumerate(channel_vocabulary):
@@ -269,17 +276,22 @@ class LBMForSpatialGeneration(LBMInputsMixin, LBMSpatialPreTrainedModel):
         bos = self.bos.expand(batch, channels, -1)
         return bos + condition[:, None] if torch.is_tensor(condition) else bos
 
-    def _spatial(self, context_and_place: torch.Tensor, tokens: torch.LongTensor, hidden: torch.Tensor,
-                 pair_weights: torch.Tensor | None = None) -> torch.Tensor:
+    def _cell_embeddings(self, tokens: torch.LongTensor, hidden: torch.Tensor) -> torch.Tensor:
+        """tokens [N, C, M] (offset vocabulary), hidden [N, C, M] -> the sum over each channel's streams of its code
+        embedding, or its stream's mask embedding where hidden [N, C, D]."""
+        return torch.where(hidden[..., None], self.mask_embed, self.token_embed(tokens)).sum(2)
+
+    def _spatial(self, inputs: torch.Tensor, tokens: torch.LongTensor, hidden: torch.Tensor,
+                 pair_weights: torch.Tensor | None = None, codeword_table: torch.Tensor | None = None) -> torch.Tensor:
         """Spatial transformer over the channels of seconds.
 
-        context_and_place [N, C, D] (projected context + channel embeddings), tokens [N, C, M] (offset vocabulary;
-        any value where hidden), hidden [N, C, M] bool, pair_weights [N, H, C, C] (`_pair_weights`, with
-        `codeword_context`) -> output [N, C, D]."""
-        x = context_and_place + torch.where(hidden[..., None], self.mask_embed, self.token_embed(tokens)).sum(2)
+        inputs [N, C, D] (projected context + channel embeddings + `_cell_embeddings`), tokens [N, C, M] (offset
+        vocabulary; any value where hidden), hidden [N, C, M] bool, pair_weights [N, H, C, C] (`_pair_weights`, with
+        `codeword_context`), codeword_table (`_codeword_table()`, made when not given) -> output [N, C, D]."""
+        x = inputs
         if self.codeword_context_in is not None:
-            x = x + torch.einsum("nhcf,hfd->ncd", self._codeword_context(tokens, hidden, pair_weights),
-                                 self.codeword_context_in)
+            context = self._codeword_context(tokens, hidden, pair_weights, codeword_table)
+            x = x + torch.einsum("nhcf,hfd->ncd", context, self.codeword_context_in)
         out, _ = self.spatial_transformer(self.drop(x), None, False)
         return out
 
@@ -295,50 +307,42 @@ class LBMForSpatialGeneration(LBMInputsMixin, LBMSpatialPreTrainedModel):
         itself = torch.eye(channels, dtype=torch.bool, device=place.device)
         return scores.masked_fill(itself, float("-inf")).softmax(-1).nan_to_num(0.0)
 
-    def _codeword_context(self, tokens: torch.LongTensor, hidden: torch.Tensor, pair_weights: torch.Tensor):
+    def _codeword_context(self, tokens: torch.LongTensor, hidden: torch.Tensor, pair_weights: torch.Tensor,
+                          codeword_table: torch.Tensor | None = None) -> torch.Tensor:
         """Per head, the pair-weighted mean of the other channels' known codewords and their known shares:
         tokens [N, C, M], hidden [N, C, M], pair_weights [N, H, C, C] -> [N, H, C, sum D_m + M]. With normalization
         "known" each stream's mean is over the channels where that stream is known (0 where none is)."""
         known = (~hidden).to(pair_weights.dtype)
-        words = pair_weights @ self._codeword_vectors(tokens, hidden)[:, None]  # [N, H, C, sum D_m]
+        words = pair_weights @ self._codeword_vectors(tokens, hidden, codeword_table)[:, None]  # [N, H, C, sum D_m]
         share = pair_weights @ known[:, None]  # [N, H, C, M]: the weight of the known cells, per stream
         if self.config.codeword_context_normalization == "known":  # hidden words are 0: the clamp only guards 0 / 0
             words = words / share[..., self._codeword_stream].clamp_min(1e-12)
         return torch.cat((words, share), dim=-1)
 
-    def _codeword_vectors(self, tokens: torch.LongTensor, hidden: torch.Tensor) -> torch.Tensor:
-        """Offset tokens [N, C, M] -> each stream's codeword side by side [N, C, sum D_m], 0 where hidden."""
-        words = [self.codewords[(tokens[..., m] - self._offsets[m]).clamp(0, self._stream_sizes[m] - 1), start:end]
-                 for m, (start, end) in enumerate(self._codeword_slices)]
-        known = (~hidden).to(self.codewords.dtype)
-        return torch.cat([w * known[..., m, None] for m, w in enumerate(words)], dim=-1)
+    def _codeword_table(self) -> torch.Tensor:
+        """[sum V_m, sum D_m]: row offset_m + v holds stream m's codeword v in its own slice and zeros elsewhere, so a
+        cell's M codewords side by side are one embedding-bag sum over its offset tokens (exact: the others add 0)."""
+        rows = []
+        for m, (start, end) in enumerate(self._codeword_slices):
+            row = self.codewords.new_zeros(self._stream_sizes[m], self.codewords.shape[1])
+            row[:, start:end] = self.codewords[: self._stream_sizes[m], start:end]
+            rows.append(row)
+        return torch.cat(rows)
 
-    def _logits(self, out: torch.Tensor, streams: list[int]) -> torch.Tensor:
-        """Spatial output [..., D] -> logits [..., len(streams), V_max] of the given streams (-inf past each stream's
-        vocabulary): the per-stream projection against the stream's tied code embeddings, + codeword scores."""
-        device = out.device
-        sizes = torch.tensor([self._stream_sizes[m] for m in streams], device=device)
-        codes = torch.arange(max(self._stream_sizes), device=device)
-        index = torch.tensor([self._offsets[m] for m in streams], device=device)[:, None] + \
-            torch.minimum(codes, sizes[:, None] - 1)
-        query = torch.einsum("...d,mde->...me", out, self.stream_proj[streams])  # [..., M', D]
-        logits = torch.einsum("...md,mvd->...mv", query, self.token_embed.weight[index])
-        if self.codeword_mean is not None:
-            width = logits.shape[-1]
-            scores = [F.pad(self._codeword_scores(query[..., j, :], m), (0, width - self._stream_sizes[m]))
-                      for j, m in enumerate(streams)]
-            logits = logits + torch.stack(scores, dim=-2)
-        return logits.masked_fill(codes >= sizes[:, None], float("-inf"))
+    def _codeword_vectors(self, tokens: torch.LongTensor, hidden: torch.Tensor,
+                          table: torch.Tensor | None = None) -> torch.Tensor:
+        """Offset tokens [N, C, M] -> each stream's codeword side by side [N, C, sum D_m], 0 where hidden; `table` is
+        `_codeword_table()` (made here when not given)."""
+        table = self._codeword_table() if table is None else table
+        weights = (~hidden).to(table.dtype).reshape(-1, self.num_streams)
+        words = F.embedding_bag(tokens.reshape(-1, self.num_streams), table, per_sample_weights=weights, mode="sum")
+        return words.view(*tokens.shape[:-1], -1)
 
-    def _codeword_scores(self, query: torch.Tensor, stream: int) -> torch.Tensor:
-        """Head input [..., D] of `stream` -> Gaussian scores [..., V_stream]: precision * (mean . w_j - ||w_j||^2 / 2)
-        = -precision / 2 * ||w_j - mean||^2 + a constant, over the stream's codewords w_j."""
-        start, end = self._codeword_slices[stream]
-        words = self.codewords[: self._stream_sizes[stream], start:end]  # [V, D_m]
-        mean = query @ self.codeword_mean.weight[start:end].T
-        log_precision = query @ self.codeword_precision[stream] + self.codeword_log_precision[stream]
-        precision = log_precision.clamp(-12.0, 12.0).exp()[..., None]
-        return precision * (mean @ words.T - 0.5 * (words * words).sum(-1))
+    def _logits(self, out: torch.Tensor) -> torch.Tensor:
+        """Spatial output [..., D] -> every stream's logits [..., M, V_max] (training and scoring; `_grid_logits`)."""
+        flat = out.reshape(-1, out.shape[-1])
+        logits = self._grid_logits(flat[None].expand(self.num_streams, -1, -1), self._stream_heads())  # [M, n, V]
+        return logits.transpose(0, 1).reshape(*out.shape[:-1], self.num_streams, -1)
 
     def _draw_hidden(self, batch: int, seconds: int, channels: int, device, generator: torch.Generator | None):
         """Random training masks, per second: (hidden [B, A, C, M], scored [B, A, C, M], weight [B, A]) — see the
@@ -416,8 +420,10 @@ class LBMForSpatialGeneration(LBMInputsMixin, LBMSpatialPreTrainedModel):
         pair_weights = self._pair_weights(place)
         if pair_weights is not None:  # the same channels in every second
             pair_weights = pair_weights.repeat_interleave(seconds, dim=0)
-        out = self._spatial(inputs, tokens.flatten(0, 1), hidden.flatten(0, 1), pair_weights)
-        logits = self._logits(out, list(range(m))).view(batch, seconds, channels, m, -1)
+        second_tokens, second_hidden = tokens.flatten(0, 1), hidden.flatten(0, 1)  # [B * A, C, M]
+        inputs = inputs + self._cell_embeddings(second_tokens, second_hidden)
+        out = self._spatial(inputs, second_tokens, second_hidden, pair_weights)
+        logits = self._logits(out).view(batch, seconds, channels, m, -1)
 
         loss = None
         if labels is not None and labels is not False:
@@ -462,60 +468,95 @@ class LBMForSpatialGeneration(LBMInputsMixin, LBMSpatialPreTrainedModel):
         return {"temperature": temperature, "top_k": top_k, "top_p": top_p, "stream_temperatures": streams,
                 "guidance_scale": guidance, "num_rounds": rounds, "unmasking": unmasking}
 
-    def _generation_heads(self) -> dict:
-        """The stream heads folded into per-stream matrices, once per `generate` call: `weight` [M, D, V_max] (plain
-        logits = out @ weight[m]) and, with codeword scores, `codeword` [M, D, V_max] (mean . w_j = out @ codeword[m]),
-        `half_norms` [M, V_max] (||w_j||^2 / 2), `precision` [M, D] and `precision_bias` [M]; `invalid` [M, V_max]
-        marks codes past each stream's vocabulary. The same logits as `_logits`, up to float rounding."""
+    def _stream_heads(self) -> dict:
+        """The stream heads folded into per-stream matrices (differentiable: training computes them per forward,
+        generation once per call): `weight` [M, D, V_max] (plain logits = out @ weight[m]) and, with codeword scores,
+        the maps of mean . w_j: per stream either folded, `codeword` [M_f, D, V_max] (out @ codeword[i]), or, for
+        narrow codewords where it reads fewer weights, factored, `codeword_in` [M_n, D, R] then `codeword_words`
+        [M_n, R, V_max] (R = the widest narrow codeword, zero-padded); `folded` / `factored` list their streams. Also
+        `half_norms` [M, V_max] (||w_j||^2 / 2), `precision` [M, D], `precision_bias` [M]; `invalid` [M, V_max] marks
+        codes past each stream's vocabulary; `codeword_table` with `codeword_context`. (At batch 1 a generation round
+        is bound by reading these weights.)"""
         m, device = self.num_streams, self.token_embed.weight.device
-        width = max(self._stream_sizes)
+        width, dim = max(self._stream_sizes), self.stream_proj.shape[-1]
         sizes = torch.tensor(self._stream_sizes, device=device)
         codes = torch.arange(width, device=device)
         index = self.stream_offsets(device)[:, None] + torch.minimum(codes, sizes[:, None] - 1)
         proj = self.stream_proj  # [M, D, D]: query = out @ proj[m]
         heads = {"weight": proj @ self.token_embed.weight[index].transpose(1, 2), "invalid": codes >= sizes[:, None]}
         if self.codeword_mean is not None:
-            maps, norms = [], []
+            maps, words, norms = [], [], []  # per stream: query -> mean [D, D_m], codewords [V_max, D_m]
             for stream, (start, end) in enumerate(self._codeword_slices):
-                words = F.pad(self.codewords[: self._stream_sizes[stream], start:end],
-                              (0, 0, 0, width - self._stream_sizes[stream]))  # [V_max, D_m]
-                maps.append(proj[stream] @ self.codeword_mean.weight[start:end].T @ words.T)  # [D, V_max]
-                norms.append(0.5 * (words * words).sum(-1))
-            heads.update(codeword=torch.stack(maps), half_norms=torch.stack(norms),
+                words.append(F.pad(self.codewords[: self._stream_sizes[stream], start:end],
+                                   (0, 0, 0, width - self._stream_sizes[stream])))
+                maps.append(proj[stream] @ self.codeword_mean.weight[start:end].T)
+                norms.append(0.5 * (words[-1] * words[-1]).sum(-1))
+            dims = [end - start for start, end in self._codeword_slices]
+            factored = [s for s in range(m) if dims[s] * (dim + width) < dim * width]
+            folded = [s for s in range(m) if s not in factored]
+            rank = max((dims[s] for s in factored), default=0)
+            heads.update(folded=folded, factored=factored, half_norms=torch.stack(norms),
                          precision=(proj @ self.codeword_precision[:, :, None])[..., 0],
                          precision_bias=self.codeword_log_precision)
+            if folded:
+                heads["codeword"] = torch.stack([maps[s] @ words[s].T for s in folded])
+            if factored:
+                heads["codeword_in"] = torch.stack([F.pad(maps[s], (0, rank - dims[s])) for s in factored])
+                heads["codeword_words"] = torch.stack([F.pad(words[s], (0, rank - dims[s])).T for s in factored])
+        if self.codeword_context_in is not None:
+            heads["codeword_table"] = self._codeword_table()
         return heads
 
     @staticmethod
-    def _cell_logits(out: torch.Tensor, streams: torch.Tensor, heads: dict) -> torch.Tensor:
-        """Spatial outputs of cells [N, D] and their streams [N] -> logits [N, V_max] (-inf past the vocabulary).
-        Cells are grouped by stream into one batched product (a handful of operators whatever the count)."""
+    def _grid_logits(grid: torch.Tensor, heads: dict) -> torch.Tensor:
+        """Head inputs grouped by stream [M, n, D] (row i of stream m: one cell of stream m) and `_stream_heads()` ->
+        logits [M, n, V_max] (-inf past each stream's vocabulary): the tied code-embedding scores + the Gaussian
+        codeword scores precision * (mean . w_j - ||w_j||^2 / 2) = -precision / 2 * ||w_j - mean||^2 + a constant."""
+        logits = torch.bmm(grid, heads["weight"])
+        if "half_norms" in heads:
+            mean_dot = torch.empty_like(logits)  # mean . w_j [M, n, V]
+            if heads["folded"]:
+                mean_dot[heads["folded"]] = torch.bmm(grid[heads["folded"]], heads["codeword"])
+            if heads["factored"]:
+                mean = torch.bmm(grid[heads["factored"]], heads["codeword_in"])  # [M_n, n, R]
+                mean_dot[heads["factored"]] = torch.bmm(mean, heads["codeword_words"])
+            log_precision = (grid * heads["precision"][:, None]).sum(-1) + heads["precision_bias"][:, None]
+            precision = log_precision.clamp(-12.0, 12.0).exp()[..., None]
+            logits = logits + precision * (mean_dot - heads["half_norms"][:, None])
+        return logits.masked_fill(heads["invalid"][:, None], float("-inf"))
+
+    @classmethod
+    def _cell_logits(cls, out: torch.Tensor, streams: torch.Tensor, heads: dict) -> torch.Tensor:
+        """Spatial outputs of cells [N, D] and their streams [N] -> logits [N, V_max] (generation: only the cells a
+        round reveals). Cells are grouped by stream into one `_grid_logits` call (a handful of operators whatever the
+        count)."""
         num_streams = heads["weight"].shape[0]
         order = torch.argsort(streams, stable=True)
         counts = torch.bincount(streams, minlength=num_streams)
         slot = torch.arange(len(streams), device=out.device) - (torch.cumsum(counts, 0) - counts)[streams[order]]
         grid = out.new_zeros(num_streams, int(counts.max()), out.shape[-1])
         grid[streams[order], slot] = out[order]
-        logits = torch.bmm(grid, heads["weight"])  # [M, n, V]
-        if "codeword" in heads:
-            log_precision = (grid * heads["precision"][:, None]).sum(-1) + heads["precision_bias"][:, None]
-            logits = logits + log_precision.clamp(-12.0, 12.0).exp()[..., None] * (
-                torch.bmm(grid, heads["codeword"]) - heads["half_norms"][:, None])
-        logits = logits.masked_fill(heads["invalid"][:, None], float("-inf"))
+        logits = cls._grid_logits(grid, heads)
         result = torch.empty(len(streams), logits.shape[-1], dtype=logits.dtype, device=out.device)
         result[order] = logits[streams[order], slot]
         return result
 
-    def _sample_cells(self, logits: torch.Tensor, temperatures: torch.Tensor, top_k, top_p, generator):
+    def _sample_cells(self, logits: torch.Tensor, temperatures: torch.Tensor, top_k, top_p, generator,
+                      log_probability: bool = True):
         """logits [N, V] and each row's temperature [N] -> (codes [N], their log-probability under the tempered,
-        filtered distribution). Gumbel-max: one uniform draw per code, exact sampling without `multinomial`."""
+        filtered distribution, or None without `log_probability`). Inverse-CDF sampling: one uniform draw per cell
+        (not one per code, as Gumbel-max takes), exact up to float rounding of the cumulative sum."""
         greedy = temperatures <= 0
         scaled = logits.float() / temperatures.clamp(min=1e-6)[:, None]
-        scaled = top_p_filter(top_k_filter(scaled, top_k), top_p)
-        uniform = torch.rand(scaled.shape, generator=generator, device=generator.device if generator is not None
-                             else scaled.device).to(scaled.device).clamp(1e-12, 1 - 1e-7)
-        codes = torch.where(greedy, scaled.argmax(-1), (scaled - torch.log(-torch.log(uniform))).argmax(-1))
-        return codes, scaled.log_softmax(-1).gather(-1, codes[:, None])[:, 0]
+        probs = top_p_filter(top_k_filter(scaled, top_k), top_p).softmax(-1)
+        cdf = probs.cumsum(-1)
+        uniform = torch.rand(len(cdf), 1, generator=generator, device=generator.device if generator is not None
+                             else cdf.device).to(cdf.device)
+        # u * total < total: the first code whose cumulative probability exceeds it has probability > 0
+        codes = torch.searchsorted(cdf, uniform * cdf[:, -1:], right=True)[:, 0].clamp_(max=cdf.shape[-1] - 1)
+        if bool(greedy.any()):
+            codes = torch.where(greedy, scaled.argmax(-1), codes)
+        return codes, probs.gather(-1, codes[:, None])[:, 0].log() if log_probability else None
 
     def _sample_second(self, context_and_place: torch.Tensor, settings: dict, heads: dict, generator,
                        guided: bool, pair_weights: torch.Tensor | None = None) -> torch.Tensor:
@@ -534,6 +575,7 @@ class LBMForSpatialGeneration(LBMInputsMixin, LBMSpatialPreTrainedModel):
         temperatures = torch.tensor(settings["stream_temperatures"], device=device)
         rand = lambda *shape: torch.rand(*shape, generator=generator, device=generator.device if generator is not None  # noqa
                                          else device).to(device)
+        inputs = context_and_place + self._cell_embeddings(tokens, hidden)  # kept up to date as cells are revealed
         for group in self.config.groups:
             in_group = torch.zeros(m, dtype=torch.bool, device=device)
             in_group[group] = True
@@ -544,7 +586,7 @@ class LBMForSpatialGeneration(LBMInputsMixin, LBMSpatialPreTrainedModel):
                 count = int(open_cells[0].sum()) - math.floor(cells * math.cos(math.pi / 2 * (r + 1) / rounds))
                 if count == 0:  # (the cosine schedule can leave a round nothing to reveal)
                     continue
-                out = self._spatial(context_and_place, tokens, hidden, pair_weights)  # [B', C, D]
+                out = self._spatial(inputs, tokens, hidden, pair_weights, heads.get("codeword_table"))  # [B', C, D]
                 if settings["unmasking"] == "random":  # reveal `count` open cells at random: score only those
                     score = rand(batch, channels, m).masked_fill(~open_cells, -1.0)
                     sampled = _top_cells(score.flatten(1), count).view_as(open_cells)
@@ -559,7 +601,7 @@ class LBMForSpatialGeneration(LBMInputsMixin, LBMSpatialPreTrainedModel):
                 else:
                     logits = self._cell_logits(out[b, c], s, heads)
                 codes, log_prob = self._sample_cells(logits, temperatures[s], settings["top_k"], settings["top_p"],
-                                                     generator)
+                                                     generator, log_probability=settings["unmasking"] == "confidence")
                 if settings["unmasking"] == "confidence":
                     # MaskGIT: noisier choice early, pure confidence at the end; none at temperature 0 (greedy)
                     gumbel = -torch.log(-torch.log(rand(len(codes)).clamp(1e-9, 1 - 1e-9)))
@@ -572,6 +614,7 @@ class LBMForSpatialGeneration(LBMInputsMixin, LBMSpatialPreTrainedModel):
                     b, c, s, new = torch.cat((b, b + batch)), c.repeat(2), s.repeat(2), new.repeat(2)
                 tokens[b, c, s] = new
                 hidden[b, c, s] = False
+                inputs.index_put_((b, c), self.token_embed(new) - self.mask_embed[s], accumulate=True)
         return tokens
 
     @torch.no_grad()
@@ -634,7 +677,7 @@ class LBMForSpatialGeneration(LBMInputsMixin, LBMSpatialPreTrainedModel):
                                                                                           num_channels, m)
         condition = self._condition(condition_ids, rows, self.device)
         place = self._place(index)  # [B', C, D]
-        heads, pair_weights = self._generation_heads(), self._pair_weights(place)
+        heads, pair_weights = self._stream_heads(), self._pair_weights(place)
         start, cached, past = 0, 0, None  # `past` holds seconds [start, cached) of the window
         for a in range(prompt_patches, total):
             if a - start + 1 > window:  # slide: keep the newest window - 1 seconds, rebuild the cache

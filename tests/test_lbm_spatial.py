@@ -219,21 +219,37 @@ def test_a_tiny_model_learns_that_channels_share_their_codes():
     assert loss < 0.75 * uniform, (loss, uniform)
 
 
-@pytest.mark.parametrize("codeword_logits", [False, True])
-def test_generation_heads_give_the_training_logits(codeword_logits):
-    """Generation folds the stream heads into per-stream matrices and scores cells one by one: the same logits."""
-    extra = dict(codeword_dims=[3, 5], codeword_logits=True) if codeword_logits else {}
+@pytest.mark.parametrize("codeword_dims", [None, [3, 5], [3, 12]], ids=["plain", "factored", "factored-and-folded"])
+def test_stream_heads_give_the_defined_logits(codeword_dims):
+    """The folded stream heads (narrow codeword maps factored) give the logits as defined: per stream m, query =
+    out @ stream_proj[m]; query . (tied code embedding) - precision / 2 * ||codeword - mean||^2 (up to a constant per
+    cell), with mean and log-precision linear in the query; scoring cells one by one (generation) gives the same."""
+    extra = dict(codeword_dims=codeword_dims, codeword_logits=True) if codeword_dims else {}
     model = tiny_model(**extra)
+    heads = model._stream_heads()
+    if codeword_dims:  # width 32, 16 codes: 12-dim codewords are cheaper folded, 3- and 5-dim ones factored
+        assert bool(heads["folded"]) == (codeword_dims[1] == 12) and heads["factored"]
     with torch.no_grad():
-        if codeword_logits:  # non-trivial codewords, means and precisions
+        if codeword_dims:  # non-trivial codewords, means and precisions
             model.codewords.normal_()
             model.codeword_mean.weight.normal_(std=0.3)
             model.codeword_precision.normal_(std=0.3)
         model.stream_proj.add_(0.1 * torch.randn_like(model.stream_proj))
         out = torch.randn(2, 4, model.config.hidden_size)
-        full = model._logits(out, list(range(model.num_streams)))  # [2, 4, M, V]
+        full = model._logits(out)  # [2, 4, M, V]
         b, c, s = torch.meshgrid(torch.arange(2), torch.arange(4), torch.arange(model.num_streams), indexing="ij")
-        cells = model._cell_logits(out[b.flatten(), c.flatten()], s.flatten(), model._generation_heads())
+        cells = model._cell_logits(out[b.flatten(), c.flatten()], s.flatten(), model._stream_heads())
+        for m in range(model.num_streams):  # the definition, stream by stream
+            size, query = model._stream_sizes[m], out @ model.stream_proj[m]  # [2, 4, D]
+            expected = query @ model.token_embed.weight[model._offsets[m]: model._offsets[m] + size].T
+            if codeword_dims:
+                start, end = model._codeword_slices[m]
+                words, mean = model.codewords[:size, start:end], query @ model.codeword_mean.weight[start:end].T
+                precision = (query @ model.codeword_precision[m] + model.codeword_log_precision[m]).exp()
+                expected = expected - precision[..., None] / 2 * ((words - mean[..., None, :]) ** 2).sum(-1)
+            got = full[..., m, :size]
+            assert torch.isinf(full[..., m, size:]).all()
+            assert torch.allclose(got.log_softmax(-1), expected.log_softmax(-1), atol=1e-4)
     assert torch.allclose(cells.view_as(full), full, atol=1e-4, equal_nan=True)
 
 
@@ -262,3 +278,45 @@ def test_codeword_context_over_known_channels_is_the_mean_known_codeword():
     others = [m for m in range(model.num_streams) if m != 2]
     assert torch.count_nonzero(known[..., -model.num_streams:][..., others]) == 0  # shares of the hidden streams
     assert torch.allclose(known[..., -model.num_streams:], every[..., -model.num_streams:])  # shares: the same
+
+
+@pytest.mark.parametrize("unmasking", ["random", "confidence"])
+def test_generation_keeps_the_spatial_inputs_equal_to_the_revealed_cells(unmasking, monkeypatch):
+    """Generation updates the spatial transformer's inputs cell by cell as codes are revealed: every round they equal
+    the inputs recomputed from the cells known so far (what training sees for the same hidden cells)."""
+    model = tiny_model(**CODEWORDS_KNOWN)
+    rounds, spatial = [], model._spatial
+
+    def recording(inputs, tokens, hidden, *args):
+        rounds.append((inputs.clone(), tokens.clone(), hidden.clone()))
+        return spatial(inputs, tokens, hidden, *args)
+
+    monkeypatch.setattr(model, "_spatial", recording)
+    place = model._place(model.channel_indices(CHANNELS, 2))
+    context_and_place = model.context_in(model._first_context(2, len(CHANNELS), 0.0)) + place
+    settings = model._sampling_settings(None, num_rounds=4, unmasking=unmasking)
+    with torch.no_grad():
+        model._sample_second(context_and_place, settings, model._stream_heads(), torch.Generator().manual_seed(0),
+                             False, model._pair_weights(place))
+    assert len(rounds) == 4 and not rounds[-1][2].all() and rounds[-1][2].any()  # cells revealed between rounds
+    for inputs, tokens, hidden in rounds:
+        assert torch.allclose(inputs, context_and_place + model._cell_embeddings(tokens, hidden), atol=1e-5)
+
+
+def test_cell_sampling_follows_the_tempered_filtered_distribution():
+    """Inverse-CDF sampling: frequencies match softmax(logits / T), codes at -inf or cut by top-k are never drawn,
+    temperature 0 is the argmax."""
+    model = tiny_model()
+    logits = torch.tensor([[2.0, 1.0, 0.0, float("-inf"), -1.0], [0.0, 3.0, float("-inf"), 1.0, float("-inf")]])
+    rows = logits.repeat(10000, 1)
+    codes, log_prob = model._sample_cells(rows, torch.full((len(rows),), 0.8), None, None,
+                                          torch.Generator().manual_seed(0))
+    for r in range(2):
+        drawn = codes[r::2]
+        frequency = torch.bincount(drawn, minlength=5).float() / len(drawn)
+        assert torch.allclose(frequency, (logits[r] / 0.8).softmax(-1), atol=0.015), frequency
+        assert torch.allclose(log_prob[r::2], (logits[r] / 0.8).log_softmax(-1)[drawn], atol=1e-5)
+    top_two, _ = model._sample_cells(rows, torch.ones(len(rows)), 2, None, torch.Generator().manual_seed(1))
+    assert set(top_two[0::2].tolist()) == {0, 1} and set(top_two[1::2].tolist()) == {1, 3}
+    greedy, _ = model._sample_cells(logits, torch.tensor([0.0, 0.0]), None, None, torch.Generator().manual_seed(2))
+    assert greedy.tolist() == [0, 1]
