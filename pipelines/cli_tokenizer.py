@@ -71,7 +71,8 @@ def _add_prepare_parser(subparsers) -> None:
     prepare.add_argument("--seed", type=int, default=0, help="seed of the split (default: %(default)s)")
     prepare.add_argument("--on-error", choices=["raise", "skip"], default="raise",
                          help="unreadable or corrupt files: stop with an error naming the file, or skip and count them "
-                              "(default: %(default)s)")
+                              "(default: %(default)s); files with no EEG signal (annotation-only EDF such as a "
+                              "hypnogram) are skipped with a warning either way")
     prepare.add_argument("--on-unknown-channel", choices=["raise", "drop"], default="drop",
                          help="channels outside the model vocabulary: error, or drop with a warning (default: %(default)s)")
     prepare.add_argument("--window-patches", type=int, default=None,

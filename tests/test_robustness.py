@@ -384,6 +384,38 @@ def test_edf_named_bdf_and_annotation_only_edf_get_clear_messages(eeg_dir, tmp_p
     assert code == 2 and "holds no signal channel" in err
 
 
+def test_prepare_with_the_default_on_error_skips_files_without_eeg_signal(eeg_dir, tmp_path):
+    """An annotation-only EDF (a hypnogram: no signal channel at all) and a recording of only non-EEG channels are
+    skipped and reported, with a warning naming the file, under the default on_error="raise" too; the EEG beside
+    them is prepared. Unreadable files still raise."""
+    import mne
+
+    from neurorvq.tokenizer.feature_extraction_neurorvq import NoEEGSignalError, read_recording
+
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    shutil.copy(eeg_dir / SHORT, inputs / "Subject02_2.edf")
+    _annotation_only_edf(inputs / "SC4001EC-Hypnogram.edf")
+    info = mne.create_info(["ECG", "Resp"], 200.0, ["ecg", "misc"])
+    mne.io.RawArray(np.random.default_rng(0).normal(0, 1e-4, (2, 4000)), info, verbose="error").save(
+        inputs / "physio_raw.fif", verbose="error")
+    with pytest.raises(NoEEGSignalError, match="holds no signal channel"):  # a ValueError, as before
+        read_recording(inputs / "SC4001EC-Hypnogram.edf")
+    with pytest.warns(UserWarning) as caught:
+        report = prepare_dataset([inputs], tmp_path / "out", validation_fraction=0.0, progress=False)
+    skipped = {Path(p).name: reason for p, reason in report.skipped}
+    assert skipped == {"SC4001EC-Hypnogram.edf": "no EEG channel", "physio_raw.fif": "no EEG channel"}
+    messages = [str(w.message) for w in caught]
+    for name in skipped:
+        assert any(m.startswith("skipping ") and name in m for m in messages), name
+    assert report.windows["train"] > 0 and report.subjects["train"] == ["inputs/Subject02"]
+    (inputs / "broken.edf").write_bytes(b"0       " + b"garbage" * 10)  # unreadable: on_error="raise" raises
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(ValueError, match=r"cannot prepare .*broken\.edf"):
+            prepare_dataset([inputs], tmp_path / "out2", validation_fraction=0.0, progress=False)
+
+
 # ====================================================================================================
 # Units and signal quality
 # ====================================================================================================

@@ -30,6 +30,7 @@ from .checks import SignalQualityWarning, UnitWarning
 from .configuration_neurorvq import SAMPLING_RATE
 from .feature_extraction_neurorvq import (
     NeuroRVQFeatureExtractor,
+    NoEEGSignalError,
     TruncatedRecordingWarning,
     rate_from_file_name,
     read_recording,
@@ -375,8 +376,9 @@ def prepare_dataset(
         split_by: `"subject"` or `"recording"`; never by window. The split is decided from the file names
             (subject ids) before any file is read.
         on_error: `"raise"` (a clear error naming the file) or `"skip"` (warn, count, go on) for unreadable
-            or corrupt files. Files with no EEG channel (annotation-only EDF, say) are always skipped and
-            reported, as are `.txt` files when `text_channel_names` is not given.
+            or corrupt files. Files with no EEG signal (`NoEEGSignalError`: an annotation-only EDF such as a
+            hypnogram, or only non-EEG channels) are always skipped, with a warning naming the file, and reported,
+            as are `.txt` files when `text_channel_names` is not given.
         on_unknown_channel: `"drop"` (warn) or `"raise"` for channels outside the vocabulary.
         text_channel_names: labels of the columns of `.txt` recordings.
         labels: `"builtin"` (default): when neither `label_map` nor `file_labels` is given, the corpus' own labels
@@ -663,12 +665,12 @@ def _prepare_file(path: Path, options: _PrepareOptions, report: PrepareReport, s
                                              BipolarChannelWarning)) or "unknown" in str(warning.message).lower():
                 message = str(warning.message)
                 warnings.warn(message if str(path) in message else f"{path}: {message}", warning.category)
+    except NoEEGSignalError as error:  # nothing to prepare in it (a hypnogram, say): skipped whatever on_error
+        report.skipped.append((str(path), "no EEG channel"))
+        warnings.warn(f"skipping {path}: {error}")
+        return None
     except ValueError as error:
         message = str(error)
-        if "no EEG channel" in message or "yielded no channels" in message:
-            report.skipped.append((str(path), "no EEG channel"))
-            warnings.warn(f"skipping {path}: {message}")
-            return None
         if options.on_error == "raise":
             raise ValueError(f"cannot prepare {path}: {message} (use on_error='skip' to skip such files)") from error
         report.skipped.append((str(path), message))

@@ -409,7 +409,7 @@ class NeuroRVQFeatureExtractor(FeatureExtractionMixin):
             raise ValueError(f"sampling_rate={sampling_rate} Hz contradicts the {fs} Hz of {source}")
         picks = _eeg_picks(item.ch_names, item.get_channel_types(), item.info["bads"])
         if not picks:
-            raise ValueError(
+            raise NoEEGSignalError(
                 f"{source} has no EEG channel (channels {item.ch_names} with types "
                 f"{item.get_channel_types()}; bads {item.info['bads']})"
             )
@@ -573,8 +573,13 @@ def read_recording(path: str | os.PathLike):
                 f"{path} is truncated: read {seconds:g} s{of} (the file ends early: an interrupted copy or "
                 "recording); only the part present is used"), stacklevel=2)
     if not raw.ch_names:
-        raise ValueError(f"{path} holds no signal channel (an annotation-only file?): nothing to read as EEG")
+        raise NoEEGSignalError(f"{path} holds no signal channel (an annotation-only file?): nothing to read as EEG")
     return raw
+
+
+class NoEEGSignalError(ValueError):
+    """A recording holds no EEG signal: no signal channel at all (an annotation-only EDF such as a hypnogram) or
+    no channel of EEG type. Nothing in it to tokenize; `prepare_dataset` skips such files whatever `on_error`."""
 
 
 class TruncatedRecordingWarning(SignalQualityWarning):
@@ -623,4 +628,4 @@ def _is_batch(obj: Any) -> bool:
     )
 
 
-__all__ = ["NeuroRVQFeatureExtractor", "TruncatedRecordingWarning", "check_channels", "infer_channel_type"]
+__all__ = ["NeuroRVQFeatureExtractor", "NoEEGSignalError", "TruncatedRecordingWarning", "check_channels", "infer_channel_type"]
