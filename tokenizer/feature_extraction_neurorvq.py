@@ -200,6 +200,40 @@ class NeuroRVQFeatureExtractor(FeatureExtractionMixin):
             With `segments`, also `start_seconds` `[N]` (float64, the window's first sample, seconds from the
             recording's first sample) and `segment_index` `[N]` (int64, index into `segments`).
         """
+        on_unknown, channel_names, sampling_rate = self._check_call_options(
+            on_unknown_channel, return_tensors, channel_names, sampling_rate
+        )
+        eeg = raw_or_path_or_array
+        items = list(eeg) if _is_batch(eeg) else [eeg]
+        if not items:
+            raise ValueError("got an empty list of recordings")
+        if segments is not None:
+            segments = _check_segments(segments, items, eeg)
+
+        pieces, shared_names = [], None
+        for item in items:
+            for x_uv, labels, fs, source in self._load(item, channel_names, sampling_rate):
+                names, x_uv = self._select_channels(x_uv, labels, on_unknown, source)
+                shared_names = _check_same_channels(names, shared_names, source)
+                # the signal checks warn at stacklevel=3, i.e. at the caller's line: keep them called from here
+                check_channels(x_uv, names, source)
+                x_uv = self.preprocess(x_uv, fs)
+                self._check_clipping(x_uv, names, source)
+                if segments is None:
+                    pieces.append(self._window(x_uv, window_patches))
+                else:
+                    pieces.extend(self._window_segments(x_uv, segments, window_patches, min_segment_seconds))
+        return self._batch_feature(pieces, shared_names, segments, window_patches, return_tensors)
+
+    def _check_call_options(
+        self,
+        on_unknown_channel: str | None,
+        return_tensors: str | None,
+        channel_names: Sequence[str] | None,
+        sampling_rate: float | None,
+    ) -> tuple[str, list[str] | None, float | None]:
+        """The call's `on_unknown_channel` (the instance's when None), `channel_names` as a list and `sampling_rate`
+        as a float, after checking them and `return_tensors`."""
         on_unknown = self.on_unknown_channel if on_unknown_channel is None else on_unknown_channel
         if on_unknown not in _ON_UNKNOWN:
             raise ValueError(f"on_unknown_channel must be one of {_ON_UNKNOWN}, got {on_unknown!r}")
@@ -211,60 +245,54 @@ class NeuroRVQFeatureExtractor(FeatureExtractionMixin):
             channel_names = list(channel_names)
         if sampling_rate is not None:
             sampling_rate = _check_rate(sampling_rate)
+        return on_unknown, channel_names, sampling_rate
 
-        eeg = raw_or_path_or_array
-        items = list(eeg) if _is_batch(eeg) else [eeg]
-        if not items:
-            raise ValueError("got an empty list of recordings")
-        if segments is not None:
-            segments = _check_segments(segments, items, eeg)
+    def _window_segments(
+        self,
+        x_uv: np.ndarray,
+        segments: list[tuple[float, float]],
+        window_patches: int | None,
+        min_segment_seconds: float,
+    ):
+        """Yield `(input_values [n, C, L], padding_mask [n, C, L], start_seconds [n], segment_index [n])` for each
+        segment of the preprocessed `[C, T]` recording `x_uv` that is at least `min_segment_seconds` long once
+        clipped to the recording (segments in seconds from its first sample, at `self.sampling_rate`)."""
+        n_samples = x_uv.shape[-1]
+        for index, (start, stop) in enumerate(segments):
+            first = min(int(round(start * self.sampling_rate)), n_samples)
+            last = n_samples if math.isinf(stop) else min(int(round(stop * self.sampling_rate)), n_samples)
+            if last <= first or last - first < min_segment_seconds * self.sampling_rate:
+                continue
+            window, mask = self._window(x_uv[:, first:last], window_patches)
+            hop = self._hop(x_uv.shape[0], window_patches)
+            start_seconds = (first + hop * np.arange(len(window))) / self.sampling_rate
+            yield window, mask, start_seconds, np.full(len(window), index, dtype=np.int64)
 
-        values, masks, shared_names = [], [], None
-        starts, segment_indices = [], []
-        for item in items:
-            for x_uv, labels, fs, source in self._load(item, channel_names, sampling_rate):
-                names, x_uv = self._select_channels(x_uv, labels, on_unknown, source)
-                if shared_names is None:
-                    shared_names = names
-                elif names != shared_names:
-                    raise ValueError(
-                        f"all recordings of a batch must map to the same channels in the same order; "
-                        f"{source} has {names}, an earlier one has {shared_names}. Process them separately."
-                    )
-                check_channels(x_uv, names, source)
-                x_uv = self.preprocess(x_uv, fs)
-                self._check_clipping(x_uv, names, source)
-                if segments is None:
-                    window, mask = self._window(x_uv, window_patches)
-                    values.append(window)
-                    masks.append(mask)
-                    continue
-                for index, (start, stop) in enumerate(segments):
-                    first = min(int(round(start * self.sampling_rate)), x_uv.shape[-1])
-                    last = x_uv.shape[-1] if math.isinf(stop) else min(int(round(stop * self.sampling_rate)),
-                                                                       x_uv.shape[-1])
-                    if last <= first or last - first < min_segment_seconds * self.sampling_rate:
-                        continue
-                    window, mask = self._window(x_uv[:, first:last], window_patches)
-                    values.append(window)
-                    masks.append(mask)
-                    starts.append((first + self._hop(len(names), window_patches) * np.arange(len(window)))
-                                  / self.sampling_rate)
-                    segment_indices.append(np.full(len(window), index, dtype=np.int64))
-
-        if not values:  # every segment was too short
-            length = self.resolve_window_patches(len(shared_names), window_patches) * self.patch_size
-            values = [np.zeros((0, len(shared_names), length), dtype=np.float32)]
-            masks = [np.zeros((0, len(shared_names), length), dtype=np.int64)]
+    def _batch_feature(
+        self,
+        pieces: list[tuple[np.ndarray, ...]],
+        channel_names: list[str],
+        segments: list[tuple[float, float]] | None,
+        window_patches: int | None,
+        return_tensors: str | None,
+    ) -> BatchFeature:
+        """Concatenate the windows of all recordings along N into the returned [`BatchFeature`]. `pieces` holds
+        `(input_values, padding_mask)` per recording, or per segment `(..., start_seconds, segment_index)`."""
+        if not pieces:  # every segment was too short
+            length = self.resolve_window_patches(len(channel_names), window_patches) * self.patch_size
+            empty = (0, len(channel_names), length)
+            pieces = [(np.zeros(empty, dtype=np.float32), np.zeros(empty, dtype=np.int64),
+                       np.zeros(0), np.zeros(0, dtype=np.int64))]
+        values, masks, *segment_columns = zip(*pieces)
         data = {
             "input_values": np.concatenate(values).astype(np.float32),
             "padding_mask": np.concatenate(masks),
-            "channel_names": shared_names,
+            "channel_names": channel_names,
             "sampling_rate": self.sampling_rate,
         }
         if segments is not None:
-            data["start_seconds"] = np.concatenate(starts) if starts else np.zeros(0)
-            data["segment_index"] = np.concatenate(segment_indices) if segment_indices else np.zeros(0, dtype=np.int64)
+            data["start_seconds"] = np.concatenate(segment_columns[0])
+            data["segment_index"] = np.concatenate(segment_columns[1])
         return BatchFeature(data, tensor_type=return_tensors, skip_tensor_conversion={"channel_names", "sampling_rate"})
 
     # ------------------------------------------------------------------ signal processing
@@ -498,6 +526,16 @@ def check_channels(x_uv: np.ndarray, names: list[str], source: str) -> None:
             warnings.warn(f"{source}: channel(s) {loud} are more than 1000x louder than the median channel "
                           f"({median:.3g} µV std): a different unit (microvolts among Volts?); they will be clipped",
                           UnitWarning, stacklevel=3)
+
+
+def _check_same_channels(names: list[str], shared_names: list[str] | None, source: str) -> list[str]:
+    """The channels every recording of a batch must have (the first one's); `names` are those of `source`."""
+    if shared_names is not None and names != shared_names:
+        raise ValueError(
+            f"all recordings of a batch must map to the same channels in the same order; "
+            f"{source} has {names}, an earlier one has {shared_names}. Process them separately."
+        )
+    return names if shared_names is None else shared_names
 
 
 def _check_segments(segments: Any, items: list, eeg: Any) -> list[tuple[float, float]]:
