@@ -72,6 +72,45 @@ class LBMCache:
 
 
 @dataclass
+class LBMGenerationState:
+    """What [`LBMForCausalLM.generate`] carries from one position to the next. B' = the generation batch (B, or 2B
+    with guidance: conditional rows, then unconditional ones).
+
+    Args:
+        tokens (`torch.LongTensor` [B', P, M]): offset tokens of the whole output, P = (A' + num_patches) * C: the
+            prompt, then each position as it is sampled.
+        channel_ids, patch_ids (`torch.LongTensor` [B', P]): channel-vocabulary index, and patch index from the start
+            of the output, of each position.
+        num_channels: C, positions per patch. window: W, the whole patches the context holds.
+        condition_ids (`torch.LongTensor` [B'] or None): condition of each row (None = unconditional).
+        use_cache: keep the main transformer's keys/values between positions (`cache`).
+        sampler ([`CodeSampler`]): draws each stream's code. heads: `_stream_heads` of the layout's output table.
+        first_position: the first position to sample (the prompt's length).
+        start_patch, time_ids ([B', P]), cache: the context window: its first patch, the patch ids re-based to it,
+            the cache of its positions sampled so far (None = to be rebuilt).
+    """
+
+    tokens: torch.LongTensor
+    channel_ids: torch.LongTensor
+    patch_ids: torch.LongTensor
+    num_channels: int
+    window: int
+    condition_ids: torch.LongTensor | None
+    use_cache: bool
+    sampler: CodeSampler
+    heads: list[tuple]
+    first_position: int = 0
+    start_patch: int = 0
+    time_ids: torch.LongTensor | None = None
+    cache: LBMCache | None = None
+
+    @property
+    def window_start(self) -> int:
+        """The context window's first position."""
+        return self.start_patch * self.num_channels
+
+
+@dataclass
 class LBMOutput(ModelOutput):
     """Output of [`LBMForCausalLM.forward`].
 
@@ -124,6 +163,35 @@ def sample_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int | N
     if generator is not None:  # multinomial needs the generator's device
         probs = probs.to(generator.device)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1).to(logits.device)
+
+
+@dataclass
+class CodeSampler:
+    """Draws one stream's code for every row of a generation batch ([`LBMForCausalLM.generate`]), reading
+    `generator` in the order it is called.
+
+    Args:
+        stream_temperatures: M temperatures, one per stream (0 = greedy).
+        top_k, top_p: `sample_logits`' filters (None = off).
+        generator: a `torch.Generator` for reproducible samples (None = the global RNG).
+        guidance_scale: classifier-free guidance's scale, or None (no guidance). With guidance the batch is the
+            conditional rows then the unconditional ones: their logits are mixed, and both halves get the drawn codes.
+    """
+
+    stream_temperatures: list[float]
+    top_k: int | None = None
+    top_p: float | None = None
+    generator: torch.Generator | None = None
+    guidance_scale: float | None = None
+
+    def __call__(self, logits: torch.Tensor, stream: int) -> torch.LongTensor:
+        """Logits [B', V_stream] of stream `stream` -> its codes [B'] (in the stream's own vocabulary, no offset)."""
+        guided = self.guidance_scale is not None
+        if guided:
+            conditional, unconditional = logits.chunk(2)
+            logits = unconditional + self.guidance_scale * (conditional - unconditional)
+        code = sample_logits(logits, self.stream_temperatures[stream], self.top_k, self.top_p, self.generator)
+        return code.repeat(2) if guided else code
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -843,6 +911,27 @@ class LBMForCausalLM(LBMInputsMixin, LBMPreTrainedModel):
         patches; so any length can be generated.
         """
         channels = channel_names if channel_indices is None else channel_indices
+        temperatures, top_k, top_p = self._check_generation_controls(channels, num_patches, temperature, top_k, top_p,
+                                                                     stream_temperatures)
+        index, prompt, condition_ids, guidance, batch = self._generation_inputs(
+            channels, prompt_codes, prompt_scale_codes, batch_size, condition, guidance_scale)
+        sampler = CodeSampler(temperatures, top_k, top_p, generator, guidance)
+        state = self._start_generation(index, prompt, num_patches, condition_ids, use_cache, sampler)
+        for q in range(state.first_position, state.tokens.shape[1]):  # time-major: every channel of a patch, in turn
+            self._slide_window(state, q)
+            if self.flattened:
+                self._sample_flattened_position(state, q)
+            else:
+                self._sample_depthwise_position(state, q)
+        layout = self.code_layout
+        codes, scale_codes = positions_to_codes(state.tokens[:batch] - self.stream_offsets(self.device),
+                                                state.num_channels, layout.num_scales, layout.num_quantizers,
+                                                layout.has_scale_codes)
+        return {"codes": codes, "scale_codes": scale_codes}
+
+    def _check_generation_controls(self, channels, num_patches, temperature, top_k, top_p, stream_temperatures):
+        """Check `generate`'s channels (given at all), length and sampling controls -> (M per-stream temperatures,
+        top_k, top_p)."""
         if channels is None:
             raise ValueError("pass channel_indices (or channel_names)")
         if isinstance(num_patches, bool) or not isinstance(num_patches, int) or num_patches <= 0:
@@ -850,6 +939,14 @@ class LBMForCausalLM(LBMInputsMixin, LBMPreTrainedModel):
         temperature, top_k, top_p = check_sampling_controls(temperature, top_k, top_p)
         stream_temperatures = check_stream_temperatures(
             self.config, self.config.stream_temperatures(temperature) if stream_temperatures is None else stream_temperatures)
+        return stream_temperatures, top_k, top_p
+
+    def _generation_inputs(self, channels, prompt_codes, prompt_scale_codes, batch_size, condition, guidance_scale):
+        """Check `generate`'s batch inputs and make the generation batch of B' rows (B, or 2B with guidance:
+        `_guided_batch`).
+
+        Returns (channel ids [B', C], prompt positions [B', A'*C, M] or None, condition ids [B'] or None, the guidance
+        scale or None when unguided, B)."""
         batch = batch_size if prompt_codes is None else (prompt_codes.shape[0] if isinstance(prompt_codes, torch.Tensor)
                                                          and prompt_codes.dim() == 5 else None)
         index = self.channel_indices(channels, batch)
@@ -857,88 +954,110 @@ class LBMForCausalLM(LBMInputsMixin, LBMPreTrainedModel):
         prompt = self._check_prompt(prompt_codes, prompt_scale_codes, batch, num_channels)
         condition_ids = self._generation_conditions(condition, batch)
         guided, index, condition_ids, prompt = self._guided_batch(guidance_scale, index, condition_ids, prompt)
+        return index, prompt, condition_ids, guidance_scale if guided else None, batch
+
+    def _start_generation(self, index: torch.LongTensor, prompt: torch.LongTensor | None, num_patches: int,
+                          condition_ids: torch.LongTensor | None, use_cache: bool,
+                          sampler: CodeSampler) -> LBMGenerationState:
+        """The token grid of the whole output (the prompt written in, offset), its channel and patch ids, and the
+        context window W = min(positions_per_context // C, max_patches) whole patches (checked >= 1)."""
+        num_channels = index.shape[1]
         window = min(self.config.positions_per_context // num_channels, self.config.max_patches)
         if window < 1:
             raise ValueError(f"{num_channels} channels do not fit in the context ({self.config.positions_per_context} "
                              "positions per window): use fewer channels or a model with a longer context")
-
         prompt_patches = 0 if prompt is None else prompt.shape[1] // num_channels
         total_patches = prompt_patches + num_patches
-        m = self.num_streams
-        tokens = torch.zeros(index.shape[0], total_patches * num_channels, m, dtype=torch.long, device=self.device)
-        offsets = self.stream_offsets(self.device)
+        tokens = torch.zeros(index.shape[0], total_patches * num_channels, self.num_streams, dtype=torch.long,
+                             device=self.device)
         if prompt is not None:
-            tokens[:, : prompt.shape[1]] = prompt + offsets
+            tokens[:, : prompt.shape[1]] = prompt + self.stream_offsets(self.device)
         channel_ids, patch_ids = channel_and_time_ids(index, total_patches)
-
-        def sample(logits: torch.Tensor, stream: int) -> torch.LongTensor:
-            if guided:
-                conditional, unconditional = logits.chunk(2)
-                logits = unconditional + guidance_scale * (conditional - unconditional)
-            code = sample_logits(logits, stream_temperatures[stream], top_k, top_p, generator)
-            return code.repeat(2) if guided else code
-
         heads = self._stream_heads(self.token_embed.weight if self.flattened else self.depth_embed.weight)
-        start_patch, cache = 0, None
-        for q in range(prompt_patches * num_channels, tokens.shape[1]):
-            patch = q // num_channels
-            if patch - start_patch + 1 > window:  # slide: keep the newest window - 1 patches, rebuild the cache
-                start_patch, cache = patch - window + 1, None
-            start = start_patch * num_channels
-            time_ids = patch_ids - start_patch
-            if use_cache and cache is None:
-                cache = (self._run_positions(tokens[:, start:q], channel_ids[:, start:q], time_ids[:, start:q], None,
-                                             condition_ids)[1] if q > start else LBMCache([], None))
-            here = slice(q, q + 1)
-            if self.flattened:
-                for stream in range(m):
-                    stream_id = torch.tensor([stream], device=self.device)
-                    if use_cache:
-                        hidden, kv = self._main(tokens[:, :0, :1], cache.next_input, channel_ids[:, here],
-                                                time_ids[:, here], stream_id, cache.key_values, condition_ids)
-                    else:  # the whole window so far, token by token
-                        done = torch.cat((tokens[:, start:q].flatten(1), tokens[:, q, :stream]), dim=1)
-                        streams = torch.cat((torch.arange(m, device=self.device).repeat(q - start),
-                                             torch.arange(stream + 1, device=self.device)))
-                        repeat = lambda ids: torch.cat((ids[:, start:q].repeat_interleave(m, dim=1),  # noqa: E731
-                                                        ids[:, here].expand(-1, stream + 1)), dim=1)
-                        hidden, _ = self._main(done[:, :, None], None, repeat(channel_ids), repeat(time_ids),
-                                               streams, None, condition_ids)
-                    code = sample(self._one_stream_logits(hidden[:, -1], heads[stream], stream), stream)
-                    tokens[:, q, stream] = code + self._offsets[stream]
-                    if use_cache:
-                        cache = LBMCache(kv, tokens[:, q, stream:stream + 1])
-            else:
-                if use_cache:
-                    hidden, kv = self._main(tokens[:, :0], cache.next_input, channel_ids[:, here], time_ids[:, here],
-                                            None, cache.key_values, condition_ids)
-                else:
-                    hidden, _ = self._main(tokens[:, start:q], None, channel_ids[:, start:q + 1],
-                                           time_ids[:, start:q + 1], None, None, condition_ids)
-                hidden = hidden[:, -1:]
-                neighbour_inputs = None
-                if self.previous_channel_in is not None:  # time-major: q - 1 (same second) and q - C; once per position
-                    none = torch.full_like(tokens[:, q], -1)
-                    neighbour_inputs = self._neighbour_inputs(torch.stack(
-                        (tokens[:, q - 1] if q % num_channels else none,
-                         tokens[:, q - num_channels] if q >= num_channels else none), dim=-1)[:, None])  # [B, 1, M, d]
-                if self.spatial_in is not None:  # the channels before this one in its second
-                    second = slice(q - q % num_channels, q + 1)
-                    spatial = self._spatial_inputs(tokens[:, second], channel_ids[:, second], time_ids[:, second])[:, -1:]
-                    neighbour_inputs = spatial if neighbour_inputs is None else neighbour_inputs + spatial
-                # depth transformer, one stream at a time with its own key/value cache: input i as in `_depth`
-                projected, depth_past = self.depth_in(hidden[:, 0]), None  # [B, d]
-                extra = self._depth_offsets(None if neighbour_inputs is None else neighbour_inputs[:, 0])  # [B, M, d]
-                step = projected + extra[..., 0, :]
-                for stream in range(m):
-                    depth, depth_past = self.depth_transformer(step[:, None], depth_past)
-                    code = sample(self._one_stream_logits(depth[:, 0], heads[stream], stream), stream)
-                    tokens[:, q, stream] = code + self._offsets[stream]
-                    if stream + 1 < m:
-                        step = projected + self.depth_embed(tokens[:, q, stream]) + extra[..., stream + 1, :]
-                if use_cache:
-                    cache = LBMCache(kv, tokens[:, q])
+        return LBMGenerationState(tokens, channel_ids, patch_ids, num_channels, window, condition_ids, use_cache,
+                                  sampler, heads, first_position=prompt_patches * num_channels, time_ids=patch_ids)
 
-        codes, scale_codes = positions_to_codes(tokens[:batch] - offsets, num_channels, self.code_layout.num_scales,
-                                                self.code_layout.num_quantizers, self.code_layout.has_scale_codes)
-        return {"codes": codes, "scale_codes": scale_codes}
+    def _slide_window(self, state: LBMGenerationState, q: int) -> None:
+        """Before sampling position q: slide the context window when q's patch would not fit in it (keep the newest
+        W - 1 patches, re-base the time ids to the new window start, drop the cache), and with `use_cache` (re)build
+        the cache from the window's positions before q."""
+        patch = q // state.num_channels
+        if patch - state.start_patch + 1 > state.window:
+            state.start_patch, state.cache = patch - state.window + 1, None
+            state.time_ids = state.patch_ids - state.start_patch
+        if state.use_cache and state.cache is None:
+            start = state.window_start
+            state.cache = (self._run_positions(state.tokens[:, start:q], state.channel_ids[:, start:q],
+                                               state.time_ids[:, start:q], None, state.condition_ids)[1]
+                           if q > start else LBMCache([], None))
+
+    def _sample_flattened_position(self, state: LBMGenerationState, q: int) -> None:
+        """Flattened layout: sample the M codes of position q, one main step per stream, into `state.tokens`."""
+        here = slice(q, q + 1)
+        for stream in range(self.num_streams):
+            if state.use_cache:
+                cache = state.cache
+                hidden, kv = self._main(state.tokens[:, :0, :1], cache.next_input, state.channel_ids[:, here],
+                                        state.time_ids[:, here], torch.tensor([stream], device=self.device),
+                                        cache.key_values, state.condition_ids)
+            else:
+                hidden = self._flattened_window_hidden(state, q, stream)
+            code = state.sampler(self._one_stream_logits(hidden[:, -1], state.heads[stream], stream), stream)
+            state.tokens[:, q, stream] = code + self._offsets[stream]
+            if state.use_cache:
+                state.cache = LBMCache(kv, state.tokens[:, q, stream:stream + 1])
+
+    def _flattened_window_hidden(self, state: LBMGenerationState, q: int, stream: int) -> torch.Tensor:
+        """Without a cache: the main transformer over the whole window so far, token by token, up to stream `stream`
+        of position q -> hidden [B', T, D] (the last step predicts that stream)."""
+        m, start, here = self.num_streams, state.window_start, slice(q, q + 1)
+        done = torch.cat((state.tokens[:, start:q].flatten(1), state.tokens[:, q, :stream]), dim=1)
+        streams = torch.cat((torch.arange(m, device=self.device).repeat(q - start),
+                             torch.arange(stream + 1, device=self.device)))
+
+        def per_token(ids: torch.Tensor) -> torch.Tensor:  # position ids [B', P] -> one per token of `done` and q
+            return torch.cat((ids[:, start:q].repeat_interleave(m, dim=1), ids[:, here].expand(-1, stream + 1)), dim=1)
+
+        hidden, _ = self._main(done[:, :, None], None, per_token(state.channel_ids), per_token(state.time_ids),
+                               streams, None, state.condition_ids)
+        return hidden
+
+    def _sample_depthwise_position(self, state: LBMGenerationState, q: int) -> None:
+        """Depth-wise layout: one main step for position q, then the depth transformer samples its M codes in stream
+        order (one stream at a time, with its own key/value cache; input i as in `_depth`) into `state.tokens`."""
+        tokens, start, here = state.tokens, state.window_start, slice(q, q + 1)
+        if state.use_cache:
+            hidden, kv = self._main(tokens[:, :0], state.cache.next_input, state.channel_ids[:, here],
+                                    state.time_ids[:, here], None, state.cache.key_values, state.condition_ids)
+        else:
+            hidden, _ = self._main(tokens[:, start:q], None, state.channel_ids[:, start:q + 1],
+                                   state.time_ids[:, start:q + 1], None, None, state.condition_ids)
+        neighbour_inputs = self._position_neighbour_inputs(state, q)
+        projected, depth_past = self.depth_in(hidden[:, -1]), None  # [B', d]
+        extra = self._depth_offsets(None if neighbour_inputs is None else neighbour_inputs[:, 0])  # [B', M, d]
+        step = projected + extra[..., 0, :]
+        for stream in range(self.num_streams):
+            depth, depth_past = self.depth_transformer(step[:, None], depth_past)
+            code = state.sampler(self._one_stream_logits(depth[:, 0], state.heads[stream], stream), stream)
+            tokens[:, q, stream] = code + self._offsets[stream]
+            if stream + 1 < self.num_streams:
+                step = projected + self.depth_embed(tokens[:, q, stream]) + extra[..., stream + 1, :]
+        if state.use_cache:
+            state.cache = LBMCache(kv, tokens[:, q])
+
+    def _position_neighbour_inputs(self, state: LBMGenerationState, q: int) -> torch.Tensor | None:
+        """Depth inputs [B', 1, M, d] of position q from its already sampled neighbours (`depth_neighbours`: the
+        previous channel and one second earlier; `spatial_context`: the earlier channels of its second), or None."""
+        tokens, num_channels = state.tokens, state.num_channels
+        neighbour_inputs = None
+        if self.previous_channel_in is not None:  # time-major: q - 1 (same second) and q - C
+            none = torch.full_like(tokens[:, q], -1)
+            neighbour_inputs = self._neighbour_inputs(torch.stack(
+                (tokens[:, q - 1] if q % num_channels else none,
+                 tokens[:, q - num_channels] if q >= num_channels else none), dim=-1)[:, None])
+        if self.spatial_in is not None:
+            second = slice(q - q % num_channels, q + 1)
+            spatial = self._spatial_inputs(tokens[:, second], state.channel_ids[:, second],
+                                           state.time_ids[:, second])[:, -1:]
+            neighbour_inputs = spatial if neighbour_inputs is None else neighbour_inputs + spatial
+        return neighbour_inputs
