@@ -7,8 +7,11 @@ tokens), `channel_indices` [C], `valid_patches` (patches holding real samples), 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +20,10 @@ import torch
 from neurorvq.tokenizer.data import ShapeBucketBatchSampler, load_split
 
 from .layout import channel_and_time_ids, codes_to_positions
+
+
+# Written last by `tokenize_dataset`: its presence (with the right fingerprint) marks a complete, reusable save.
+_TOKENIZE_MANIFEST = "tokenize_manifest.json"
 
 
 def _prepared_fingerprint(folder: Path) -> str:
@@ -37,46 +44,29 @@ def tokenize_dataset(data_dir: str | Path, tokenizer, output_dir: str | Path, ba
     The result is cached: re-running with the same prepared data and tokenizer reuses `output_dir`;
     a different tokenizer or different data rebuilds it. Returns `{"reused_cache", "windows"}`.
     """
-    import shutil
-    import tempfile
-
-    import datasets
-
     data_dir, output_dir = Path(data_dir), Path(output_dir)
     fingerprint = hashlib.sha256(
         (_prepared_fingerprint(data_dir) + (tokenizer_fingerprint or _model_fingerprint(tokenizer))).encode()
     ).hexdigest()
-    manifest_path = output_dir / "tokenize_manifest.json"
+    manifest_path = output_dir / _TOKENIZE_MANIFEST
     if manifest_path.is_file() and json.loads(manifest_path.read_text()).get("fingerprint") == fingerprint:
         return {"reused_cache": True, **json.loads(manifest_path.read_text())}
 
     tokenizer = tokenizer.eval()
-    patch = tokenizer.config.patch_size
+    windows = _write_codes(data_dir, tokenizer, output_dir, batch_size, fingerprint)
+    manifest = {"fingerprint": fingerprint, "windows": windows,
+                "tokenizer": getattr(tokenizer, "name_or_path", ""), "codebook_size": tokenizer.config.codebook_size,
+                "num_scales": tokenizer.config.num_scales, "num_quantizers": tokenizer.config.num_quantizers,
+                "num_scale_tokens": tokenizer.config.num_scale_tokens if tokenizer.uses_scale_tokens else 0}
+    manifest_path.write_text(json.dumps(manifest, indent=1))
+    return {"reused_cache": False, **manifest}
 
-    def encode_batch(batch: dict) -> dict:
-        # windows of one map batch may differ in shape: encode equal shapes together
-        out = {"codes": [None] * len(batch["valid_samples"]), "scale_codes": [None] * len(batch["valid_samples"]),
-               "channel_indices": [None] * len(batch["valid_samples"]), "valid_patches": [None] * len(batch["valid_samples"])}
-        groups: dict[tuple, list[int]] = {}
-        for i, values in enumerate(batch["input_values"]):
-            groups.setdefault((len(values), len(values[0]), tuple(batch["channel_names"][i])), []).append(i)
-        for (channels, samples, names), indices in groups.items():
-            x = torch.tensor(np.stack([np.asarray(batch["input_values"][i], dtype=np.float32) for i in indices]))
-            mask = torch.zeros_like(x, dtype=torch.long)
-            for row, i in enumerate(indices):
-                mask[row, :, : batch["valid_samples"][i]] = 1
-            encoded = tokenizer.encode(x, list(names), padding_mask=mask)
-            channel_indices = tokenizer.channel_indices(list(names), 1, channels)[0].tolist()
-            for row, i in enumerate(indices):
-                out["codes"][i] = encoded.codes[row].to(torch.int16).numpy()
-                out["scale_codes"][i] = (encoded.scale_codes[row].to(torch.int16).numpy() if encoded.scale_codes is not None
-                                         else np.zeros((0, channels, samples // patch), dtype=np.int16))
-                out["channel_indices"][i] = channel_indices
-                out["valid_patches"][i] = -(-int(batch["valid_samples"][i]) // patch)
-        return out
 
-    prepared = datasets.load_from_disk(str(data_dir))
-    features = datasets.Features({
+def _code_features():
+    """The `datasets.Features` of a code row (see the module docstring)."""
+    import datasets
+
+    return datasets.Features({
         "codes": datasets.Sequence(datasets.Sequence(datasets.Sequence(datasets.Sequence(datasets.Value("int16"))))),
         "scale_codes": datasets.Sequence(datasets.Sequence(datasets.Sequence(datasets.Value("int16")))),
         "channel_indices": datasets.Sequence(datasets.Value("int32")),
@@ -86,45 +76,83 @@ def tokenize_dataset(data_dir: str | Path, tokenizer, output_dir: str | Path, ba
         "subject_id": datasets.Value("string"),
         "label": datasets.Value("string"),
     })
+
+
+def _write_codes(data_dir: Path, tokenizer, output_dir: Path, batch_size: int, fingerprint: str) -> dict[str, int]:
+    """Encode every split of the prepared dataset at `data_dir` and save the codes as a `DatasetDict` to
+    `output_dir` (its old manifest removed first); the maps write to a scratch folder, removed at the end.
+    Returns the windows per split."""
+    import datasets
+
+    prepared = datasets.load_from_disk(str(data_dir))
+    features = _code_features()
+    encode = functools.partial(_encode_batch, tokenizer=tokenizer)
     output_dir.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tokenize-", dir=output_dir.resolve().parent))
     try:
-        coded = {}
         with torch.no_grad():
-            for name, split in prepared.items():
-                if len(split) == 0:  # an empty split (no validation subject) maps to nothing: code columns all the same
-                    coded[name] = datasets.Dataset.from_dict({k: [] for k in features}, features=features)
-                    continue
-                # one Arrow file of the prepared split at a time: a memory-mapped file's pages count in the
-                # process's resident memory until it is closed, so mapping the whole split at once grows with it
-                files = [f["filename"] for f in split.cache_files]
-                parts = [split] if len(files) < 2 else (datasets.Dataset.from_file(f) for f in files)
-                pieces = []
-                for index, part in enumerate(parts):
-                    if "label" not in part.column_names:  # prepared before labels existed
-                        part = part.add_column("label", [""] * len(part))
-                    pieces.append(part.map(
-                        encode_batch, batched=True, batch_size=batch_size, features=features,
-                        remove_columns=[c for c in part.column_names if c not in features],
-                        new_fingerprint=f"{fingerprint[:32]}-{name}-{index}", desc=f"tokenizing {name}",
-                        load_from_cache_file=False,
-                        cache_file_name=str(scratch / f"{name}-{index}.arrow"),  # written as it goes; saved below
-                    ))
-                    del part
-                coded[name] = pieces[0] if len(pieces) == 1 else datasets.concatenate_datasets(pieces)
-        coded = datasets.DatasetDict(coded)
-        manifest_path.unlink(missing_ok=True)  # a rebuild: an interrupted save is never reused
+            coded = datasets.DatasetDict({
+                name: _encode_split(split, name, encode, features, batch_size, fingerprint, scratch)
+                for name, split in prepared.items()
+            })
+        (output_dir / _TOKENIZE_MANIFEST).unlink(missing_ok=True)  # a rebuild: an interrupted save is never reused
         coded.save_to_disk(str(output_dir), num_shards={name: 1 for name, split in coded.items() if len(split) == 0})
         windows = {k: len(v) for k, v in coded.items()}
         del coded
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    manifest = {"fingerprint": fingerprint, "windows": windows,
-                "tokenizer": getattr(tokenizer, "name_or_path", ""), "codebook_size": tokenizer.config.codebook_size,
-                "num_scales": tokenizer.config.num_scales, "num_quantizers": tokenizer.config.num_quantizers,
-                "num_scale_tokens": tokenizer.config.num_scale_tokens if tokenizer.uses_scale_tokens else 0}
-    manifest_path.write_text(json.dumps(manifest, indent=1))
-    return {"reused_cache": False, **manifest}
+    return windows
+
+
+def _encode_split(split, name: str, encode, features, batch_size: int, fingerprint: str, scratch: Path):
+    """The code rows of one prepared split: `encode` mapped over each of its Arrow files in turn, into `scratch`."""
+    import datasets
+
+    if len(split) == 0:  # an empty split (no validation subject) maps to nothing: code columns all the same
+        return datasets.Dataset.from_dict({k: [] for k in features}, features=features)
+    # one Arrow file of the prepared split at a time: a memory-mapped file's pages count in the
+    # process's resident memory until it is closed, so mapping the whole split at once grows with it
+    files = [f["filename"] for f in split.cache_files]
+    parts = [split] if len(files) < 2 else (datasets.Dataset.from_file(f) for f in files)
+    pieces = []
+    for index, part in enumerate(parts):
+        if "label" not in part.column_names:  # prepared before labels existed
+            part = part.add_column("label", [""] * len(part))
+        pieces.append(part.map(
+            encode, batched=True, batch_size=batch_size, features=features,
+            remove_columns=[c for c in part.column_names if c not in features],
+            new_fingerprint=f"{fingerprint[:32]}-{name}-{index}", desc=f"tokenizing {name}",
+            load_from_cache_file=False,
+            cache_file_name=str(scratch / f"{name}-{index}.arrow"),  # written as it goes; saved by _write_codes
+        ))
+        del part
+    return pieces[0] if len(pieces) == 1 else datasets.concatenate_datasets(pieces)
+
+
+def _encode_batch(batch: dict, tokenizer) -> dict:
+    """`datasets.map` function: the code columns of a batch of prepared windows (lists, one entry per window)."""
+    patch = tokenizer.config.patch_size
+    rows = len(batch["valid_samples"])
+    out = {"codes": [None] * rows, "scale_codes": [None] * rows, "channel_indices": [None] * rows,
+           "valid_patches": [None] * rows}
+    # windows of one map batch may differ in shape: encode equal shapes together
+    groups: dict[tuple, list[int]] = {}
+    for i, values in enumerate(batch["input_values"]):
+        groups.setdefault((len(values), len(values[0]), tuple(batch["channel_names"][i])), []).append(i)
+    for (channels, samples, names), indices in groups.items():
+        x = torch.tensor(np.stack([np.asarray(batch["input_values"][i], dtype=np.float32) for i in indices]))
+        mask = torch.zeros_like(x, dtype=torch.long)
+        for row, i in enumerate(indices):
+            mask[row, :, : batch["valid_samples"][i]] = 1
+        encoded = tokenizer.encode(x, list(names), padding_mask=mask)
+        channel_indices = tokenizer.channel_indices(list(names), 1, channels)[0].tolist()
+        for row, i in enumerate(indices):
+            out["codes"][i] = encoded.codes[row].to(torch.int16).numpy()
+            out["scale_codes"][i] = (encoded.scale_codes[row].to(torch.int16).numpy() if encoded.scale_codes is not None
+                                     else np.zeros((0, channels, samples // patch), dtype=np.int16))
+            out["channel_indices"][i] = channel_indices
+            out["valid_patches"][i] = -(-int(batch["valid_samples"][i]) // patch)
+    return out
 
 
 def _model_fingerprint(model) -> str:
