@@ -20,7 +20,7 @@ import torch
 from neurorvq.lbm.realism_pooled import pooled_realism as realism_report
 from neurorvq.tokenizer import NeuroRVQTokenizer
 from neurorvq.tokenizer.data import load_prepared
-from neurorvq.tokenizer.evaluation import zscored_mse
+from neurorvq.tokenizer.metrics import zscored_mse
 
 
 def main(argv=None) -> None:

@@ -17,7 +17,8 @@ from pathlib import Path
 
 from neurorvq.tokenizer import NeuroRVQConfig, NeuroRVQTokenizer
 from neurorvq.tokenizer.data import load_prepared
-from neurorvq.tokenizer.evaluation import BANDS, evaluate_tokenizer
+from neurorvq.tokenizer.evaluation import evaluate_tokenizer
+from neurorvq.tokenizer.metrics import BANDS
 from neurorvq.tokenizer.trainer import TrainingArguments
 from neurorvq.tokenizer.training import train_tokenizer
 

@@ -23,7 +23,8 @@ import numpy as np
 import torch
 
 from ..tokenizer.channels import STANDARD_1020
-from ..tokenizer.evaluation import BANDS, SAMPLING_RATE
+from ..tokenizer.configuration_neurorvq import SAMPLING_RATE
+from ..tokenizer.metrics import BANDS
 from .count_models import COUNT_MODELS, count_baselines
 from .evaluation_plots import plot_realism
 from .realism import CLASSIFIERS, prepared_set
@@ -33,7 +34,7 @@ from .realism_pooled import pooled_realism
 from .sampling import decode_generated, decoding_noise, generation_kwargs
 
 # re-exported: names importable from here before the count models, the pooled summary and the figures moved out
-from ..tokenizer.evaluation import BLOCK_SIZE, seam_ratio  # noqa: E402, F401
+from ..tokenizer.metrics import BLOCK_SIZE, seam_ratio  # noqa: E402, F401
 from .count_models import bigram_nll, row_streams, unigram_nll  # noqa: E402, F401
 from .evaluation_plots import plot_learning_curve  # noqa: E402, F401
 from .layout import codes_to_positions  # noqa: E402, F401

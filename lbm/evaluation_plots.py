@@ -15,7 +15,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..tokenizer.evaluation import BANDS, SAMPLING_RATE
+from ..tokenizer.configuration_neurorvq import SAMPLING_RATE
+from ..tokenizer.metrics import BANDS
 from .count_models import COUNT_MODELS
 from .realism_data import as_signal, cut_windows
 from .realism_metrics import POWER_FLOOR, band_powers, welch_psd

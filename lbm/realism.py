@@ -63,8 +63,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-# pure helpers (numpy/scipy only; tokenizer.evaluation imports no model)
-from ..tokenizer.evaluation import BANDS, band_pass, seam_ratio  # noqa: F401  (band_pass, seam_ratio: re-exported)
+from ..tokenizer.metrics import BANDS, band_pass, seam_ratio  # noqa: F401  (band_pass, seam_ratio: re-exported)
 from .realism_classifiers import (  # noqa: F401  (re-exported: public names of lbm.realism)
     CHANCE,
     CLASSIFIER_LABELS,

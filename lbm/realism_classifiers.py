@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..tokenizer.evaluation import BANDS
+from ..tokenizer.metrics import BANDS
 from .realism_data import SAMPLING_RATE, _check_rate, _window_length, _window_set, _WindowSet, as_signal, cut_windows
 from .realism_metrics import _measure, _Measurements, band_powers
 

@@ -19,8 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 from scipy import signal as scipy_signal
 
-# pure helpers (numpy/scipy only; tokenizer.evaluation imports no model)
-from ..tokenizer.evaluation import BANDS, band_pass, seam_ratio
+from ..tokenizer.metrics import BANDS, band_pass, seam_ratio  # numpy/scipy only, no model
 from .realism_data import (FLAT_STD, SAMPLING_RATE, _as_items, _check_channel_names, _check_rate, _jsonable,
                            _resample, _WindowSet, as_signal, cut_windows)
 

@@ -13,7 +13,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..tokenizer.evaluation import BANDS, BLOCK_SIZE, SAMPLING_RATE, seam_ratio
+from ..tokenizer.configuration_neurorvq import SAMPLING_RATE
+from ..tokenizer.metrics import BANDS, BLOCK_SIZE, seam_ratio
 from .realism import format_report
 from .realism_classifiers import two_sample_test
 from .realism_data import as_signal

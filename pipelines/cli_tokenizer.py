@@ -186,7 +186,8 @@ def _evaluate_tokenizer(args: argparse.Namespace) -> int:
     import json
 
     from neurorvq.tokenizer.data import load_prepared
-    from neurorvq.tokenizer.evaluation import evaluate_tokenizer, format_table, plot_evaluation
+    from neurorvq.tokenizer.evaluation import evaluate_tokenizer
+    from neurorvq.tokenizer.evaluation_plots import format_table, plot_evaluation
 
     check_outputs(args, {"--output": (args.output, "json"), "--figure": (args.figure, "figure")})
     model = load_tokenizer(args.model)

@@ -85,7 +85,7 @@ class EEGReconstructionPipeline(_RecordingPipeline):
         return self._encode(inputs)
 
     def postprocess(self, encoded, return_raw=False, normalize_phase=False, noise_filling=False):
-        from neurorvq.tokenizer.evaluation import pearson_correlation, zscored_mse
+        from neurorvq.tokenizer.metrics import pearson_correlation, zscored_mse
 
         names = encoded["channel_names"]
         reconstruction = decode_codes(self.model, encoded["codes"], names, encoded["scale_codes"],

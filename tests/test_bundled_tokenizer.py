@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from neurorvq.tokenizer import NeuroRVQFeatureExtractor, NeuroRVQTokenizer
-from neurorvq.tokenizer.evaluation import amplitude_ratio, band_nmse, seam_ratio, zscored_mse
+from neurorvq.tokenizer.metrics import amplitude_ratio, band_nmse, seam_ratio, zscored_mse
 from neurorvq.tokenizer.modeling_neurorvq import BUNDLED_MODELS
 
 # a validation subject of the bundled model's split (see its model card): never seen in training

@@ -10,25 +10,21 @@ import numpy as np
 import pytest
 import torch
 
-from neurorvq.tokenizer import NeuroRVQConfig, NeuroRVQTokenizer
-from neurorvq.tokenizer.evaluation import (
+from neurorvq.tokenizer import NeuroRVQConfig, NeuroRVQTokenizer, evaluation
+from neurorvq.tokenizer.dct_codec import dct_at_rate, dct_codec, dct_rate_distortion
+from neurorvq.tokenizer.evaluation import evaluate_tokenizer
+from neurorvq.tokenizer.evaluation_plots import format_table, plot_evaluation
+from neurorvq.tokenizer.metrics import (
     BANDS,
     FidelityAccumulator,
     band_errors,
     band_nmse,
     code_histogram,
     codebook_usage,
-    dct_at_rate,
-    dct_codec,
-    dct_rate_distortion,
-    evaluate_tokenizer,
-    format_table,
-    load_windows,
     pearson_correlation,
-    plot_evaluation,
-    shape_batches,
     zscored_mse,
 )
+from neurorvq.tokenizer.windows import load_windows, shape_batches
 
 TINY = Path(__file__).parents[1] / "configs" / "tokenizer" / "tiny.json"
 FS = 200
@@ -183,6 +179,17 @@ def test_windows_from_a_numpy_formatted_dataset_and_shape_batches():
     assert windows[3].channel_names == ["c3", "c4", "cz"]
     np.testing.assert_allclose(windows[0].input_values, np.asarray(rows[0]["input_values"]), rtol=0)
     assert [len(b) for b in shape_batches(windows, 2)] == [2, 1, 1]
+
+
+def test_moved_names_are_still_importable_from_evaluation():
+    """The windows, metrics, codec and report moved out of `tokenizer.evaluation`; it re-exports them (same objects)."""
+    from neurorvq.tokenizer import dct_codec as codec_module
+    from neurorvq.tokenizer import evaluation_plots, metrics, windows
+
+    for module in (codec_module, evaluation_plots, metrics, windows):
+        for name in module.__all__:
+            assert getattr(evaluation, name) is getattr(module, name), (module.__name__, name)
+    assert all(hasattr(evaluation, name) for name in evaluation.__all__)
 
 
 # ---- the tokenizer ------------------------------------------------------------------------------------------

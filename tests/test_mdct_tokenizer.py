@@ -11,7 +11,7 @@ import torch
 
 from neurorvq.tokenizer import NeuroRVQConfig, NeuroRVQTokenizer
 from neurorvq.tokenizer.data import load_prepared, prepare_dataset
-from neurorvq.tokenizer.evaluation import amplitude_ratio, seam_ratio, zscored_mse
+from neurorvq.tokenizer.metrics import amplitude_ratio, seam_ratio, zscored_mse
 from neurorvq.tokenizer.trainer import TrainingArguments
 from neurorvq.tokenizer.training import train_tokenizer
 from neurorvq.tokenizer.transform import LappedTransform

@@ -59,7 +59,7 @@ def test_slow_temperature_changes_only_what_it_should(generator):
 
 
 def test_prompt_continuation_keeps_the_prompt(generator, recording):
-    from neurorvq.tokenizer.evaluation import zscored_mse
+    from neurorvq.tokenizer.metrics import zscored_mse
 
     outs = generator(recording, prompt_seconds=3, seconds=2, seed=0, num_samples=8)
     out = outs[0]
