@@ -12,16 +12,16 @@ set -euo pipefail
 DATA=${DATA:-../shared/data/eeg}
 WORK=${WORK:-runs/lbm-data}
 OUT=${OUT:-runs/lbm-small}
-STEPS=${STEPS:-1400}
+STEPS=${STEPS:-2000}
 neurorvq prepare "$DATA" --output "$WORK/data" --on-error skip
 neurorvq tokenize "$WORK/data" --tokenizer neurorvq/tokenizer-small --output "$WORK/codes"
 OMP_NUM_THREADS=1 neurorvq train-lbm --config configs/lbm/small-spatial.json --data "$WORK/codes" --output "$OUT/model" \
   --max-steps "$STEPS" --batch-size 8 --learning-rate 1.5e-3 --warmup-steps 100 --save-steps 200 --eval-steps 200
 python benchmarks/lbm_realism_ablation.py --data "$WORK/data" --codes "$WORK/codes" --output "$OUT/ablation.json" \
-  --run rounds-4 "$OUT/model" "num_rounds=4,unmasking=random" \
-  --run rounds-8 "$OUT/model" "num_rounds=8,unmasking=random" \
-  --run rounds-16 "$OUT/model" "num_rounds=16,unmasking=random" \
-  --run confidence-8 "$OUT/model" "num_rounds=8,unmasking=confidence"
+  --run rounds-8 "$OUT/model" "num_rounds=8,unmasking=random,noise_filling=coherent" \
+  --run rounds-16 "$OUT/model" "num_rounds=16,unmasking=random,noise_filling=coherent" \
+  --run confidence-8 "$OUT/model" "num_rounds=8,unmasking=confidence,noise_filling=coherent" \
+  --run rounds-8-t0.9 "$OUT/model" "num_rounds=8,unmasking=random,temperature=0.9,noise_filling=coherent"
 # (then: the chosen settings go into "$OUT/model/generation_config.json")
 neurorvq evaluate-lbm "$OUT/model" --codes "$WORK/codes" --data "$WORK/data" --tokenizer neurorvq/tokenizer-small \
   --samples 32 --seconds 8 --condition-samples 32 --guidance-scales 1,2 --output "$OUT/validation.json" \
