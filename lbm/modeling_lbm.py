@@ -331,6 +331,20 @@ class LBMTransformer(nn.Module):
 # ----------------------------------------------------------------------------------------------------
 
 
+@torch.no_grad()
+def init_block_weights(module: nn.Module, std: float) -> bool:
+    """The LBMs' shared `_init_weights` part: Linear / Embedding weights ~ N(0, std x `init_scale`), LayerNorm
+    weights 1. Returns whether `module` was one of those. (transformers only calls `_init_weights` on modules that own
+    parameters, so the residual scaling of `LBMTransformer` is carried by an `init_scale` attribute on the Linear.)"""
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        init.normal_(module.weight, std=std * getattr(module, "init_scale", 1.0))
+    elif isinstance(module, nn.LayerNorm):
+        init.ones_(module.weight)
+    else:
+        return False
+    return True
+
+
 class LBMPreTrainedModel(PreTrainedModel):
     config_class = LBMConfig
     base_model_prefix = "lbm"
@@ -341,13 +355,9 @@ class LBMPreTrainedModel(PreTrainedModel):
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         std = self.config.initializer_range
-        # (transformers only calls this on modules that own parameters, so the residual scaling of
-        # `LBMTransformer` is carried by an `init_scale` attribute on the Linear itself)
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            init.normal_(module.weight, std=std * getattr(module, "init_scale", 1.0))
-        elif isinstance(module, nn.LayerNorm):
-            init.ones_(module.weight)
-        elif isinstance(module, LBMForCausalLM):
+        if init_block_weights(module, std):
+            return
+        if isinstance(module, LBMForCausalLM):
             init.normal_(module.bos, std=std)
             if module.depth_position is not None:
                 init.normal_(module.depth_position, std=std)

@@ -49,6 +49,7 @@ from .modeling_lbm import (
     LBMInputsMixin,
     LBMTransformer,
     code_embedding_features,
+    init_block_weights,
     projected_features,
     stream_codebooks,
     top_k_filter,
@@ -129,11 +130,9 @@ class LBMSpatialPreTrainedModel(PreTrainedModel):
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         std = self.config.initializer_range
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            init.normal_(module.weight, std=std * getattr(module, "init_scale", 1.0))
-        elif isinstance(module, nn.LayerNorm):
-            init.ones_(module.weight)
-        elif isinstance(module, LBMForSpatialGeneration):
+        if init_block_weights(module, std):
+            return
+        if isinstance(module, LBMForSpatialGeneration):
             # code and mask embeddings at d^-1/2, not 0.02: they are the spatial transformer's message between channels
             # and the tied heads' rows; at 0.02 they vanish beside the context and learning stalls (as the depth-wise
             # model's depth embeddings did)
@@ -338,10 +337,12 @@ class LBMForSpatialGeneration(LBMInputsMixin, LBMSpatialPreTrainedModel):
         words = F.embedding_bag(tokens.reshape(-1, self.num_streams), table, per_sample_weights=weights, mode="sum")
         return words.view(*tokens.shape[:-1], -1)
 
-    def _logits(self, out: torch.Tensor) -> torch.Tensor:
-        """Spatial output [..., D] -> every stream's logits [..., M, V_max] (training and scoring; `_grid_logits`)."""
+    def _logits(self, out: torch.Tensor, heads: dict | None = None) -> torch.Tensor:
+        """Spatial output [..., D] -> every stream's logits [..., M, V_max] (training and scoring; `_grid_logits`;
+        `heads` = `_stream_heads()`, made when not given)."""
+        heads = self._stream_heads() if heads is None else heads
         flat = out.reshape(-1, out.shape[-1])
-        logits = self._grid_logits(flat[None].expand(self.num_streams, -1, -1), self._stream_heads())  # [M, n, V]
+        logits = self._grid_logits(flat[None].expand(self.num_streams, -1, -1), heads)  # [M, n, V]
         return logits.transpose(0, 1).reshape(*out.shape[:-1], self.num_streams, -1)
 
     def _draw_hidden(self, batch: int, seconds: int, channels: int, device, generator: torch.Generator | None):
@@ -422,8 +423,9 @@ class LBMForSpatialGeneration(LBMInputsMixin, LBMSpatialPreTrainedModel):
             pair_weights = pair_weights.repeat_interleave(seconds, dim=0)
         second_tokens, second_hidden = tokens.flatten(0, 1), hidden.flatten(0, 1)  # [B * A, C, M]
         inputs = inputs + self._cell_embeddings(second_tokens, second_hidden)
-        out = self._spatial(inputs, second_tokens, second_hidden, pair_weights)
-        logits = self._logits(out).view(batch, seconds, channels, m, -1)
+        heads = self._stream_heads()  # once per forward: the heads and the codeword table
+        out = self._spatial(inputs, second_tokens, second_hidden, pair_weights, heads.get("codeword_table"))
+        logits = self._logits(out, heads).view(batch, seconds, channels, m, -1)
 
         loss = None
         if labels is not None and labels is not False:

@@ -26,7 +26,7 @@ def _add_train_lbm_parser(subparsers) -> None:
     train_lbm = subparsers.add_parser(
         "train-lbm",
         help="train a large brainwave model (GPT over codes) on a code dataset with Accelerate",
-        description="Train an LBM (flattened or depth-wise layout, set in the config) on codes written by "
+        description="Train an LBM (flattened, depth-wise or spatial layout, set in the config) on codes written by "
                     "`neurorvq tokenize`, with the same Accelerate core as the tokenizer.",
     )
     train_lbm.add_argument("--config", required=True, help="LBM config JSON (e.g. configs/lbm/small-depthwise.json)")
