@@ -290,7 +290,8 @@ class LBMForSpatialGeneration(LBMInputsMixin, LBMSpatialPreTrainedModel):
         x = inputs
         if self.codeword_context_in is not None:
             context = self._codeword_context(tokens, hidden, pair_weights, codeword_table)
-            x = x + torch.einsum("nhcf,hfd->ncd", context, self.codeword_context_in)
+            # [N, C, H x F] @ [H x F, D]: one product over heads and features
+            x = x + context.transpose(1, 2).flatten(2) @ self.codeword_context_in.flatten(0, 1)
         out, _ = self.spatial_transformer(self.drop(x), None, False)
         return out
 
@@ -448,7 +449,7 @@ class LBMForSpatialGeneration(LBMInputsMixin, LBMSpatialPreTrainedModel):
         """The sampling settings of a call: `generation_config` (default: the model's) with the non-None overrides,
         validated (`conditional`: whether the call has a condition; the saved guidance scale applies only then).
         Returns temperature, top_k, top_p, stream_temperatures (M floats), guidance_scale, num_rounds,
-        unmasking."""
+        unmasking, window_shift (see `generate`)."""
         config = generation_config or self.generation_config
         value = lambda name, default=None: overrides[name] if overrides.get(name) is not None \
             else getattr(config, name, default)  # noqa: E731
@@ -467,44 +468,56 @@ class LBMForSpatialGeneration(LBMInputsMixin, LBMSpatialPreTrainedModel):
         unmasking = value("unmasking", "confidence")
         if unmasking not in UNMASKING:
             raise ValueError(f"unmasking must be one of {UNMASKING}, got {unmasking!r}")
+        shift = getattr(config, "window_shift", None)
+        if shift is not None and (isinstance(shift, bool) or not isinstance(shift, (int, float)) or not 0 < shift <= 1):
+            raise ValueError(f"window_shift must be a share of the context window in (0, 1] or None, got {shift!r}")
         return {"temperature": temperature, "top_k": top_k, "top_p": top_p, "stream_temperatures": streams,
-                "guidance_scale": guidance, "num_rounds": rounds, "unmasking": unmasking}
+                "guidance_scale": guidance, "num_rounds": rounds, "unmasking": unmasking, "window_shift": shift}
 
     def _stream_heads(self) -> dict:
         """The stream heads folded into per-stream matrices (differentiable: training computes them per forward,
-        generation once per call): `weight` [M, D, V_max] (plain logits = out @ weight[m]) and, with codeword scores,
-        the maps of mean . w_j: per stream either folded, `codeword` [M_f, D, V_max] (out @ codeword[i]), or, for
-        narrow codewords where it reads fewer weights, factored, `codeword_in` [M_n, D, R] then `codeword_words`
-        [M_n, R, V_max] (R = the widest narrow codeword, zero-padded); `folded` / `factored` list their streams. Also
-        `half_norms` [M, V_max] (||w_j||^2 / 2), `precision` [M, D], `precision_bias` [M]; `invalid` [M, V_max] marks
-        codes past each stream's vocabulary; `codeword_table` with `codeword_context`. (At batch 1 a generation round
-        is bound by reading these weights.)"""
+        generation once per call). Plain heads: `weight` [M, D, V_max] (logits = out @ weight[m]). With codeword
+        scores, logits = out @ weight[m] + precision x (mean . w_j - ||w_j||^2 / 2), where precision is a scalar per
+        cell, so each stream's three terms are one product with its rows stacked:
+        - folded streams (`folded`): `folded_weight` [M_f, 2D + 1, V_max] = [weight; mean map . w_j; ||w_j||^2 / 2],
+          applied to [out, precision x out, -precision];
+        - factored streams (`factored`: narrow codewords, where the mean is cheaper as its own R values):
+          `codeword_in` [M_n, D, R] (out -> mean, R = the widest narrow codeword, zero-padded) and `factored_weight`
+          [M_n, D + R + 1, V_max] = [weight; w_j; ||w_j||^2 / 2], applied to [out, precision x mean, -precision].
+        Also `precision` [M, D], `precision_bias` [M] (log-precision = out . precision[m] + bias[m]), `folded_index`
+        / `factored_index` (tensors of the two lists), `invalid` [M, V_max] (codes past each stream's vocabulary),
+        and `codeword_table` with `codeword_context`. (At batch 1 a generation round is bound by reading these.)"""
         m, device = self.num_streams, self.token_embed.weight.device
         width, dim = max(self._stream_sizes), self.stream_proj.shape[-1]
         sizes = torch.tensor(self._stream_sizes, device=device)
         codes = torch.arange(width, device=device)
         index = self.stream_offsets(device)[:, None] + torch.minimum(codes, sizes[:, None] - 1)
         proj = self.stream_proj  # [M, D, D]: query = out @ proj[m]
-        heads = {"weight": proj @ self.token_embed.weight[index].transpose(1, 2), "invalid": codes >= sizes[:, None]}
+        weight = proj @ self.token_embed.weight[index].transpose(1, 2)  # [M, D, V_max]
+        heads = {"weight": weight, "invalid": codes >= sizes[:, None]}
         if self.codeword_mean is not None:
-            maps, words, norms = [], [], []  # per stream: query -> mean [D, D_m], codewords [V_max, D_m]
+            maps, words, norms = [], [], []  # per stream: query -> mean [D, D_m], codewords [V_max, D_m], [1, V_max]
             for stream, (start, end) in enumerate(self._codeword_slices):
                 words.append(F.pad(self.codewords[: self._stream_sizes[stream], start:end],
                                    (0, 0, 0, width - self._stream_sizes[stream])))
                 maps.append(proj[stream] @ self.codeword_mean.weight[start:end].T)
-                norms.append(0.5 * (words[-1] * words[-1]).sum(-1))
+                norms.append(0.5 * (words[-1] * words[-1]).sum(-1)[None])
             dims = [end - start for start, end in self._codeword_slices]
             factored = [s for s in range(m) if dims[s] * (dim + width) < dim * width]
             folded = [s for s in range(m) if s not in factored]
             rank = max((dims[s] for s in factored), default=0)
-            heads.update(folded=folded, factored=factored, half_norms=torch.stack(norms),
+            as_index = lambda streams: torch.tensor(streams, dtype=torch.long, device=device)  # noqa: E731
+            heads.update(folded=folded, factored=factored, folded_index=as_index(folded),
+                         factored_index=as_index(factored),
                          precision=(proj @ self.codeword_precision[:, :, None])[..., 0],
                          precision_bias=self.codeword_log_precision)
             if folded:
-                heads["codeword"] = torch.stack([maps[s] @ words[s].T for s in folded])
+                heads["folded_weight"] = torch.stack([torch.cat((weight[s], maps[s] @ words[s].T, norms[s]))
+                                                      for s in folded])
             if factored:
                 heads["codeword_in"] = torch.stack([F.pad(maps[s], (0, rank - dims[s])) for s in factored])
-                heads["codeword_words"] = torch.stack([F.pad(words[s], (0, rank - dims[s])).T for s in factored])
+                heads["factored_weight"] = torch.stack([torch.cat((weight[s], F.pad(words[s], (0, rank - dims[s])).T,
+                                                                   norms[s])) for s in factored])
         if self.codeword_context_in is not None:
             heads["codeword_table"] = self._codeword_table()
         return heads
@@ -514,17 +527,24 @@ class LBMForSpatialGeneration(LBMInputsMixin, LBMSpatialPreTrainedModel):
         """Head inputs grouped by stream [M, n, D] (row i of stream m: one cell of stream m) and `_stream_heads()` ->
         logits [M, n, V_max] (-inf past each stream's vocabulary): the tied code-embedding scores + the Gaussian
         codeword scores precision * (mean . w_j - ||w_j||^2 / 2) = -precision / 2 * ||w_j - mean||^2 + a constant."""
-        logits = torch.bmm(grid, heads["weight"])
-        if "half_norms" in heads:
-            mean_dot = torch.empty_like(logits)  # mean . w_j [M, n, V]
-            if heads["folded"]:
-                mean_dot[heads["folded"]] = torch.bmm(grid[heads["folded"]], heads["codeword"])
-            if heads["factored"]:
-                mean = torch.bmm(grid[heads["factored"]], heads["codeword_in"])  # [M_n, n, R]
-                mean_dot[heads["factored"]] = torch.bmm(mean, heads["codeword_words"])
-            log_precision = (grid * heads["precision"][:, None]).sum(-1) + heads["precision_bias"][:, None]
-            precision = log_precision.clamp(-12.0, 12.0).exp()[..., None]
-            logits = logits + precision * (mean_dot - heads["half_norms"][:, None])
+        if "precision" not in heads:
+            return torch.bmm(grid, heads["weight"]).masked_fill(heads["invalid"][:, None], float("-inf"))
+        log_precision = (grid * heads["precision"][:, None]).sum(-1) + heads["precision_bias"][:, None]
+        precision = log_precision.clamp(-12.0, 12.0).exp()[..., None]  # [M, n, 1]
+        parts = []
+        for part, index in (("folded", heads["folded_index"]), ("factored", heads["factored_index"])):
+            if len(index) == 0:
+                continue
+            rows = (lambda x: x) if len(index) == len(grid) else (lambda x: x.index_select(0, index))  # noqa: E731
+            inputs, scale = rows(grid), rows(precision)
+            mean = inputs if part == "folded" else torch.bmm(inputs, heads["codeword_in"])  # folded: the map is inside
+            parts.append((index, torch.bmm(torch.cat((inputs, scale * mean, -scale), -1), heads[f"{part}_weight"])))
+        if len(parts) == 1:
+            logits = parts[0][1]
+        else:
+            logits = grid.new_empty(len(grid), grid.shape[1], parts[0][1].shape[-1])
+            for index, part_logits in parts:
+                logits.index_copy_(0, index, part_logits)
         return logits.masked_fill(heads["invalid"][:, None], float("-inf"))
 
     @classmethod
@@ -646,8 +666,10 @@ class LBMForSpatialGeneration(LBMInputsMixin, LBMSpatialPreTrainedModel):
             dict with `codes` [B, S, K, C, A' + num_patches] and `scale_codes` [B, 2, C, A' + num_patches] (None
             without scale streams).
 
-        The context holds W = min(max_positions // C, max_patches) seconds; past that, the window slides by one
-        second (time ids re-based, cache rebuilt from the kept seconds), so any length can be generated.
+        The context holds W = min(max_positions // C, max_patches) seconds; past that, the window slides (time ids
+        re-based, cache rebuilt from the kept seconds), so any length can be generated. It slides by one second, or,
+        with `generation_config.window_shift` = s in (0, 1], by max(1, floor(s x W)) seconds at a time: fewer
+        rebuilds, the context then ranging from W - shift to W - 1 seconds.
         """
         channels = channel_names if channel_indices is None else channel_indices
         if channels is None:
@@ -680,10 +702,11 @@ class LBMForSpatialGeneration(LBMInputsMixin, LBMSpatialPreTrainedModel):
         condition = self._condition(condition_ids, rows, self.device)
         place = self._place(index)  # [B', C, D]
         heads, pair_weights = self._stream_heads(), self._pair_weights(place)
+        shift = 1 if settings["window_shift"] is None else max(1, math.floor(settings["window_shift"] * window))
         start, cached, past = 0, 0, None  # `past` holds seconds [start, cached) of the window
         for a in range(prompt_patches, total):
-            if a - start + 1 > window:  # slide: keep the newest window - 1 seconds, rebuild the cache
-                start, cached, past = a - window + 1, a - window + 1, None
+            if a - start + 1 > window:  # slide: keep the newest window - shift seconds, rebuild the cache
+                start, cached, past = a - window + shift, a - window + shift, None
             if not use_cache:
                 cached, past = start, None
             if a > cached:  # the seconds not yet seen by the main transformer (the prompt, or the last one)

@@ -148,6 +148,38 @@ def test_generation_is_reproducible_cached_and_slides():
     assert int(long["codes"].max()) < layout.codebook_size and int(long["scale_codes"].max()) < layout.num_scale_tokens
 
 
+def test_window_shift_slides_by_a_share_of_the_window(monkeypatch):
+    """generation_config.window_shift = s drops max(1, floor(s x W)) seconds when the context window (W seconds) is
+    full: the samples equal the one-second slide's until the window first fills, the cache is rebuilt from the
+    W - shift kept seconds only when it slides, cached and uncached sampling agree, and bad shares are refused."""
+    model = tiny_model()
+    window = min(model.config.max_positions // len(CHANNELS), model.config.max_patches)
+    rebuilds = []
+    context = type(model)._context
+
+    def spy(self, tokens, place, time_ids, condition, past=None, past_seconds=0):
+        if past is None:
+            rebuilds.append(tokens.shape[1])  # seconds the main transformer read afresh
+        return context(self, tokens, place, time_ids, condition, past, past_seconds)
+
+    monkeypatch.setattr(type(model), "_context", spy)
+    sample = lambda **kw: model.generate(CHANNELS, num_patches=window + 9,  # noqa: E731
+                                         generator=torch.Generator().manual_seed(0), **kw)["codes"]
+    one = sample()
+    assert rebuilds == [1] + [window - 1] * 9  # the first second, then every slide keeps W - 1 seconds
+    model.generation_config.window_shift = 0.25
+    rebuilds.clear()
+    quarter = sample()
+    shift = max(1, window // 4)
+    assert shift > 1 and rebuilds == [1] + [window - shift] * len(range(window, window + 9, shift))
+    assert torch.equal(quarter[..., :window], one[..., :window]) and not torch.equal(quarter, one)
+    assert torch.equal(sample(use_cache=False), quarter)
+    for bad in (0, 1.5, True, "half"):
+        model.generation_config.window_shift = bad
+        with pytest.raises(ValueError, match="window_shift"):
+            sample()
+
+
 def test_prompt_is_kept_and_guidance_needs_a_condition():
     model = tiny_model(condition_names=["rest", "task"])
     first = model.generate(CHANNELS, num_patches=3, generator=torch.Generator().manual_seed(0))
