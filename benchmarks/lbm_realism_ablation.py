@@ -65,9 +65,11 @@ def real_sets(validation, train, num_channels: int):
 
 def sample(model, tokenizer, channels, num_samples, seconds, seed, settings, condition=None) -> list[np.ndarray]:
     """Samples decoded as the pipeline does; SETTINGS' `noise_filling` (independent / coherent / off) overrides the
-    model's decoding."""
+    model's decoding; its `guidance_scale` applies to conditional samples only (as a saved one does)."""
     settings = dict(settings)
     noise = settings.pop("noise_filling", None) or decoding_noise(model)
+    if condition is None:
+        settings.pop("guidance_scale", None)
     generator = torch.Generator().manual_seed(seed)
     out = model.generate(list(channels), num_patches=seconds, batch_size=num_samples, generator=generator,
                          condition=condition, **generation_kwargs(model, **settings))

@@ -449,7 +449,7 @@ class LBMForSpatialGeneration(LBMInputsMixin, LBMSpatialPreTrainedModel):
         """The sampling settings of a call: `generation_config` (default: the model's) with the non-None overrides,
         validated (`conditional`: whether the call has a condition; the saved guidance scale applies only then).
         Returns temperature, top_k, top_p, stream_temperatures (M floats), guidance_scale, num_rounds,
-        unmasking, window_shift (see `generate`)."""
+        unmasking, choice_temperature (default: the temperature), window_shift (see `generate`)."""
         config = generation_config or self.generation_config
         value = lambda name, default=None: overrides[name] if overrides.get(name) is not None \
             else getattr(config, name, default)  # noqa: E731
@@ -468,11 +468,16 @@ class LBMForSpatialGeneration(LBMInputsMixin, LBMSpatialPreTrainedModel):
         unmasking = value("unmasking", "confidence")
         if unmasking not in UNMASKING:
             raise ValueError(f"unmasking must be one of {UNMASKING}, got {unmasking!r}")
+        choice = value("choice_temperature")
+        if choice is not None and (isinstance(choice, bool) or not isinstance(choice, (int, float))
+                                   or not math.isfinite(choice) or choice < 0):
+            raise ValueError(f"choice_temperature must be a finite number >= 0 (None = the temperature), got {choice!r}")
         shift = getattr(config, "window_shift", None)
         if shift is not None and (isinstance(shift, bool) or not isinstance(shift, (int, float)) or not 0 < shift <= 1):
             raise ValueError(f"window_shift must be a share of the context window in (0, 1] or None, got {shift!r}")
         return {"temperature": temperature, "top_k": top_k, "top_p": top_p, "stream_temperatures": streams,
-                "guidance_scale": guidance, "num_rounds": rounds, "unmasking": unmasking, "window_shift": shift}
+                "guidance_scale": guidance, "num_rounds": rounds, "unmasking": unmasking,
+                "choice_temperature": temperature if choice is None else choice, "window_shift": shift}
 
     def _stream_heads(self) -> dict:
         """The stream heads folded into per-stream matrices (differentiable: training computes them per forward,
@@ -625,10 +630,11 @@ class LBMForSpatialGeneration(LBMInputsMixin, LBMSpatialPreTrainedModel):
                 codes, log_prob = self._sample_cells(logits, temperatures[s], settings["top_k"], settings["top_p"],
                                                      generator, log_probability=settings["unmasking"] == "confidence")
                 if settings["unmasking"] == "confidence":
-                    # MaskGIT: noisier choice early, pure confidence at the end; none at temperature 0 (greedy)
+                    # MaskGIT: choice noise (Gumbel x choice_temperature) annealed to pure confidence at the end
                     gumbel = -torch.log(-torch.log(rand(len(codes)).clamp(1e-9, 1 - 1e-9)))
+                    noise = gumbel * settings["choice_temperature"] * (1 - (r + 1) / rounds)
                     confidence = torch.full((batch, channels * m), float("-inf"), device=device)
-                    confidence[b, c * m + s] = log_prob + gumbel * settings["temperature"] * (1 - (r + 1) / rounds)
+                    confidence[b, c * m + s] = log_prob + noise
                     keep = _top_cells(confidence, count)[b, c * m + s]
                     b, c, s, codes = b[keep], c[keep], s[keep], codes[keep]
                 new = codes + offsets[s]
@@ -645,7 +651,8 @@ class LBMForSpatialGeneration(LBMInputsMixin, LBMSpatialPreTrainedModel):
                  top_k: int | None = None, top_p: float | None = None, generator: torch.Generator | None = None,
                  use_cache: bool = True, batch_size: int | None = None, channel_names=None, stream_temperatures=None,
                  condition=None, guidance_scale: float | None = None, num_rounds: int | None = None,
-                 unmasking: str | None = None, generation_config: GenerationConfig | None = None) -> dict:
+                 unmasking: str | None = None, choice_temperature: float | None = None,
+                 generation_config: GenerationConfig | None = None) -> dict:
         """Sample `num_patches` new seconds of every channel, continuing an optional prompt.
 
         Args:
@@ -656,7 +663,10 @@ class LBMForSpatialGeneration(LBMInputsMixin, LBMSpatialPreTrainedModel):
             temperature, top_k, top_p, stream_temperatures, guidance_scale, num_rounds, unmasking: override
                 `generation_config` (default `self.generation_config`, the model's validated defaults). Stream m is
                 sampled at temperature x `stream_temperature_scales[m]` unless `stream_temperatures` (M values) is
-                given; `num_rounds` per stream group and second; `unmasking` "confidence" (MaskGIT) or "random".
+                given; `num_rounds` per stream group and second; `unmasking` "confidence" (MaskGIT) or "random";
+                `choice_temperature`: with "confidence", the scale of the Gumbel noise on the confidences that
+                picks the cells a round keeps (annealed to 0 over the rounds; default: the temperature; MaskGIT's
+                is 4.5): higher = closer to a random order.
             generator: a `torch.Generator` for reproducible samples.
             use_cache: keep the main transformer's keys/values between seconds (same samples, faster).
             batch_size: B when neither the prompt nor `channel_indices` [B, C] sets it (default 1).
@@ -678,7 +688,8 @@ class LBMForSpatialGeneration(LBMInputsMixin, LBMSpatialPreTrainedModel):
             raise ValueError(f"num_patches must be a positive integer, got {num_patches!r}")
         settings = self._sampling_settings(generation_config, temperature=temperature, top_k=top_k, top_p=top_p,
                                            stream_temperatures=stream_temperatures, guidance_scale=guidance_scale,
-                                           num_rounds=num_rounds, unmasking=unmasking, conditional=condition is not None)
+                                           num_rounds=num_rounds, unmasking=unmasking,
+                                           choice_temperature=choice_temperature, conditional=condition is not None)
         batch = batch_size if prompt_codes is None else (prompt_codes.shape[0] if isinstance(prompt_codes, torch.Tensor)
                                                          and prompt_codes.dim() == 5 else None)
         index = self.channel_indices(channels, batch)

@@ -102,7 +102,7 @@ def check_stream_temperatures(lbm_config, temperatures) -> list[float]:
 
 
 # Sampling options only a model with a generation config (the spatial LBM) takes.
-GENERATION_CONFIG_OPTIONS = ("num_rounds", "unmasking")
+GENERATION_CONFIG_OPTIONS = ("num_rounds", "unmasking", "choice_temperature")
 
 
 def has_generation_config(model) -> bool:

@@ -206,6 +206,25 @@ def test_sampling_options_are_checked_and_change_what_they_should():
             run(**bad)
 
 
+def test_choice_temperature_scales_the_choice_noise_of_confidence_unmasking():
+    """choice_temperature defaults to the temperature (given equal, nothing changes); another value changes which
+    cells confidence unmasking keeps, not random unmasking (which draws no choice noise); it is read from the
+    generation config too, and bad values are refused."""
+    model = tiny_model()
+    run = lambda **kw: model.generate(CHANNELS, num_patches=2, generator=torch.Generator().manual_seed(5),  # noqa
+                                      temperature=0.8, **kw)["codes"]
+    confident = run(unmasking="confidence")
+    assert torch.equal(confident, run(unmasking="confidence", choice_temperature=0.8))
+    noisy = run(unmasking="confidence", choice_temperature=4.5)
+    assert not torch.equal(confident, noisy)
+    assert torch.equal(run(unmasking="random"), run(unmasking="random", choice_temperature=4.5))
+    model.generation_config.choice_temperature = 4.5
+    assert torch.equal(run(unmasking="confidence"), noisy)
+    for bad in (-1.0, float("nan"), True, "4.5"):
+        with pytest.raises(ValueError, match="choice_temperature"):
+            run(unmasking="confidence", choice_temperature=bad)
+
+
 def test_generation_config_is_saved_loaded_and_read(tmp_path):
     model = tiny_model()
     model.generation_config = GenerationConfig(do_sample=True, temperature=0.0, num_rounds=3, unmasking="confidence",
