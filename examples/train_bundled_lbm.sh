@@ -21,8 +21,11 @@ python benchmarks/lbm_realism_ablation.py --data "$WORK/data" --codes "$WORK/cod
   --run rounds-8 "$OUT/model" "num_rounds=8,unmasking=random,noise_filling=coherent" \
   --run rounds-16 "$OUT/model" "num_rounds=16,unmasking=random,noise_filling=coherent" \
   --run confidence-8 "$OUT/model" "num_rounds=8,unmasking=confidence,noise_filling=coherent" \
-  --run rounds-8-t0.9 "$OUT/model" "num_rounds=8,unmasking=random,temperature=0.9,noise_filling=coherent"
-# (then: the chosen settings go into "$OUT/model/generation_config.json")
+  --run rounds-8-t0.9 "$OUT/model" "num_rounds=8,unmasking=random,temperature=0.9,noise_filling=coherent" \
+  --run confidence-8-choice-8 "$OUT/model" "num_rounds=8,unmasking=confidence,choice_temperature=8,temperature=0.9,noise_filling=coherent" \
+  --run confidence-6-choice-8 "$OUT/model" "num_rounds=6,unmasking=confidence,choice_temperature=8,temperature=0.9,noise_filling=coherent"
+# (then: the chosen settings go into "$OUT/model/generation_config.json", with window_shift 0.25 for long samples;
+#  speed: python benchmarks/generation_speed_ab.py --models "$OUT/model" neurorvq/lbm-small-depthwise)
 neurorvq evaluate-lbm "$OUT/model" --codes "$WORK/codes" --data "$WORK/data" --tokenizer neurorvq/tokenizer-small \
   --samples 32 --seconds 8 --condition-samples 32 --guidance-scales 1,2 --output "$OUT/validation.json" \
   --figure "$OUT/realism.png" --curve "$OUT/learning_curve.png"
