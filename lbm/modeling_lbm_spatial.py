@@ -59,7 +59,7 @@ from .sampling import check_sampling_controls, check_stream_temperatures
 
 PAIR_KEY_SIZE = 16  # per head, the channel-pair weights of `codeword_context`
 ELECTRODE_FREQUENCIES = 4  # sin / cos of each coordinate at 1..4 half-cycles per head radius
-UNMASKING = ("confidence", "random")
+UNMASKING = ("confidence", "random", "spread")
 
 
 def default_generation_config() -> GenerationConfig:
@@ -90,6 +90,24 @@ def electrode_positions(channel_vocabulary: list[str], size: int) -> tuple[torch
             xyz[i], known[i] = positions[name], 1.0
     radius = float(np.median(np.linalg.norm(xyz[known > 0], axis=-1))) if known.any() else 1.0
     return torch.from_numpy(xyz / radius), torch.from_numpy(known)
+
+
+def _spread_order(distances: torch.Tensor, streams: int, uniform) -> torch.Tensor:
+    """Channel distances [B, C, C] -> per row and stream, a farthest-point rank of every channel [B, C, M] (0 = a
+    random first channel, then each next the one farthest from those before it, ties broken at random): channels
+    ranked next to each other are far apart. `uniform(*shape)` draws the randomness."""
+    batch, channels = distances.shape[:2]
+    jitter = 1e-3 * uniform(batch, streams, channels)  # [B, M, C]
+    rank = torch.empty(batch, streams, channels, dtype=torch.long, device=distances.device)
+    taken = torch.zeros(batch, streams, channels, dtype=torch.bool, device=distances.device)
+    nearest = torch.full((batch, streams, channels), float("inf"), device=distances.device)  # to the ranked ones
+    rows = torch.arange(batch, device=distances.device)[:, None]
+    for k in range(channels):
+        pick = (jitter if k == 0 else torch.where(taken, -1.0, nearest + jitter)).argmax(-1)  # [B, M]
+        rank.scatter_(2, pick[..., None], k)
+        taken.scatter_(2, pick[..., None], True)
+        nearest = torch.minimum(nearest, distances[rows, pick])  # [B, M, C]
+    return rank.transpose(1, 2)
 
 
 def _top_cells(score: torch.Tensor, count: int) -> torch.Tensor:
@@ -243,6 +261,14 @@ class LBMForSpatialGeneration(LBMInputsMixin, LBMSpatialPreTrainedModel):
             features = torch.cat((angles.sin(), angles.cos()), dim=-1).flatten(-2)  # [..., C, 6F]
             x = x + self.electrode_in(features) * self.electrode_known[channel_ids][..., None]
         return x
+
+    def _channel_distances(self, channel_ids: torch.Tensor) -> torch.Tensor | None:
+        """Channel ids [B, C] -> distances between their electrodes [B, C, C] (head radii; None without electrode
+        positions)."""
+        if self.electrode_in is None:
+            return None
+        xyz = self.electrode_xyz[channel_ids]
+        return torch.cdist(xyz, xyz)
 
     def _condition(self, condition_ids: torch.Tensor | None, batch: int, device) -> torch.Tensor | float:
         """Condition embeddings [B, D] (id 0 = unconditional), or 0. for a model without conditions."""
@@ -586,13 +612,16 @@ class LBMForSpatialGeneration(LBMInputsMixin, LBMSpatialPreTrainedModel):
         return codes, probs.gather(-1, codes[:, None])[:, 0].log() if log_probability else None
 
     def _sample_second(self, context_and_place: torch.Tensor, settings: dict, heads: dict, generator,
-                       guided: bool, pair_weights: torch.Tensor | None = None) -> torch.Tensor:
+                       guided: bool, pair_weights: torch.Tensor | None = None,
+                       distances: torch.Tensor | None = None) -> torch.Tensor:
         """One second of every channel: context_and_place [B', C, D] (B' = 2B with guidance: conditional rows, then
         unconditional) -> offset tokens [B', C, M], decoded group by group in `num_rounds` rounds each.
 
         A round reveals a share of the group's hidden cells (cosine schedule): "random" picks them first and scores only
-        those (the order the model was trained for); "confidence" (MaskGIT) samples every hidden cell and keeps the most
-        confident draws."""
+        those (the order the model was trained for); "spread" does the same in a spatially spread order (per stream,
+        channels in farthest-point order from a random first one, streams interleaved at random: cells revealed
+        together, which are sampled independently, are far apart); "confidence" (MaskGIT) samples every hidden cell
+        and keeps the most confident draws. `distances` [B, C, C] (`_channel_distances`): needed by "spread"."""
         rows, channels = context_and_place.shape[:2]
         m, device = self.num_streams, context_and_place.device
         tokens = torch.zeros(rows, channels, m, dtype=torch.long, device=device)
@@ -608,6 +637,10 @@ class LBMForSpatialGeneration(LBMInputsMixin, LBMSpatialPreTrainedModel):
             in_group[group] = True
             cells = channels * len(group)
             rounds = min(settings["num_rounds"], cells)
+            if settings["unmasking"] == "spread":  # each stream's channels in farthest-point order, streams interleaved
+                if distances is None:
+                    raise ValueError('unmasking="spread" needs electrode positions (config.electrode_positions)')
+                priority = -(_spread_order(distances, m, rand).float() + rand(batch, channels, m))  # [B, C, M]
             for r in range(rounds):
                 open_cells = hidden[:batch] & in_group  # [B, C, M]; every row has as many open cells
                 count = int(open_cells[0].sum()) - math.floor(cells * math.cos(math.pi / 2 * (r + 1) / rounds))
@@ -616,6 +649,9 @@ class LBMForSpatialGeneration(LBMInputsMixin, LBMSpatialPreTrainedModel):
                 out = self._spatial(inputs, tokens, hidden, pair_weights, heads.get("codeword_table"))  # [B', C, D]
                 if settings["unmasking"] == "random":  # reveal `count` open cells at random: score only those
                     score = rand(batch, channels, m).masked_fill(~open_cells, -1.0)
+                    sampled = _top_cells(score.flatten(1), count).view_as(open_cells)
+                elif settings["unmasking"] == "spread":  # the next `count` open cells in that order
+                    score = priority.masked_fill(~open_cells, float("-inf"))
                     sampled = _top_cells(score.flatten(1), count).view_as(open_cells)
                 else:  # confidence: sample every open cell, keep the most confident below
                     sampled = open_cells
@@ -663,7 +699,8 @@ class LBMForSpatialGeneration(LBMInputsMixin, LBMSpatialPreTrainedModel):
             temperature, top_k, top_p, stream_temperatures, guidance_scale, num_rounds, unmasking: override
                 `generation_config` (default `self.generation_config`, the model's validated defaults). Stream m is
                 sampled at temperature x `stream_temperature_scales[m]` unless `stream_temperatures` (M values) is
-                given; `num_rounds` per stream group and second; `unmasking` "confidence" (MaskGIT) or "random";
+                given; `num_rounds` per stream group and second; `unmasking` "confidence" (MaskGIT), "random" or
+                "spread" (see `_sample_second`);
                 `choice_temperature`: with "confidence", the scale of the Gumbel noise on the confidences that
                 picks the cells a round keeps (annealed to 0 over the rounds; default: the temperature; MaskGIT's
                 is 4.5): higher = closer to a random order.
@@ -713,6 +750,8 @@ class LBMForSpatialGeneration(LBMInputsMixin, LBMSpatialPreTrainedModel):
         condition = self._condition(condition_ids, rows, self.device)
         place = self._place(index)  # [B', C, D]
         heads, pair_weights = self._stream_heads(), self._pair_weights(place)
+        distances = self._channel_distances(index[: index.shape[0] // 2 if guided else None]) \
+            if settings["unmasking"] == "spread" else None
         shift = 1 if settings["window_shift"] is None else max(1, math.floor(settings["window_shift"] * window))
         start, cached, past = 0, 0, None  # `past` holds seconds [start, cached) of the window
         for a in range(prompt_patches, total):
@@ -727,7 +766,7 @@ class LBMForSpatialGeneration(LBMInputsMixin, LBMSpatialPreTrainedModel):
             elif a == start:
                 context = self._first_context(rows, num_channels, condition)
             tokens[:, a] = self._sample_second(self.context_in(context) + place, settings, heads, generator, guided,
-                                               pair_weights)
+                                               pair_weights, distances)
 
         positions = (tokens[:batch] - self.stream_offsets(self.device)).flatten(1, 2)  # time-major [B, A*C, M]
         codes, scale_codes = positions_to_codes(positions, num_channels, self.code_layout.num_scales,

@@ -74,7 +74,7 @@ def _add_sampling_options(generate: argparse.ArgumentParser) -> None:
                                "(default: the model's; 1 = plain conditional sampling)")
     generate.add_argument("--num-rounds", type=positive_int, default=None,
                           help="spatial LBM: parallel decoding rounds per second (default: the model's)")
-    generate.add_argument("--unmasking", choices=("confidence", "random"), default=None,
+    generate.add_argument("--unmasking", choices=("confidence", "random", "spread"), default=None,
                           help="spatial LBM: which cells each round keeps (default: the model's)")
     generate.add_argument("--top-k", type=positive_int, default=None, help="sample among the k most likely codes")
     generate.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass in (0, 1]")

@@ -88,7 +88,7 @@ class EEGGenerationPipeline(Pipeline):
             speed benchmark, see its model card); for a depth-wise / flattened LBM,
             temperature `DEFAULT_TEMPERATURE` (0.8) x its `config.stream_temperature_scales`.
         num_rounds, unmasking: spatial LBMs only: parallel decoding rounds per second (more = closer to sampling
-            cell by cell, slower) and which cells a round keeps ("confidence" or "random").
+            cell by cell, slower) and which cells a round keeps ("confidence", "random" or "spread").
         stream_temperatures: optional M temperatures, one per code stream (`model.code_layout.stream_names`),
             replacing `temperature`, `slow_temperature` and the model's profile (e.g. `[0.9] * 18`: more diverse
             samples, as for training a classifier on synthetic EEG).

@@ -16,6 +16,7 @@ from transformers import AutoModelForCausalLM, GenerationConfig
 
 from neurorvq.lbm import LBMForSpatialGeneration, LBMSpatialConfig, channel_and_time_ids, codes_to_positions
 from neurorvq.lbm.training import lbm_class, lbm_config, load_lbm
+from neurorvq.lbm.modeling_lbm_spatial import _spread_order
 
 from .conftest import REPO_ROOT
 
@@ -225,6 +226,38 @@ def test_choice_temperature_scales_the_choice_noise_of_confidence_unmasking():
             run(unmasking="confidence", choice_temperature=bad)
 
 
+def test_spread_order_ranks_each_streams_channels_farthest_point_first():
+    """Channels at 0, 1, 2, 3 and 10 on a line: per row and stream the ranks are a permutation, the first channel is
+    random (it varies over streams), and each next one is the farthest from those ranked before it."""
+    position = torch.tensor([0.0, 1.0, 2.0, 3.0, 10.0])
+    distances = (position[:, None] - position[None]).abs()[None].expand(2, -1, -1)  # [B, C, C]
+    generator = torch.Generator().manual_seed(0)
+    rank = _spread_order(distances, 6, lambda *shape: torch.rand(*shape, generator=generator))  # [B, C, M]
+    assert torch.equal(rank.sort(dim=1).values, torch.arange(5)[None, :, None].expand(2, 5, 6))
+    order = rank.argsort(dim=1)  # [B, k, M]: the channel of rank k
+    assert len(set(order[:, 0].flatten().tolist())) > 1
+    for b in range(2):
+        for m in range(6):
+            chosen = [int(order[b, 0, m])]
+            for k in range(1, 5):
+                nearest = distances[0][:, chosen].min(1).values
+                nearest[chosen] = -1
+                assert float(nearest[order[b, k, m]]) == float(nearest.max())
+                chosen.append(int(order[b, k, m]))
+
+
+def test_spread_unmasking_samples_reproducibly_and_needs_electrode_positions():
+    model = tiny_model(electrode_positions=True)
+    run = lambda: model.generate(CHANNELS, num_patches=3, batch_size=2, unmasking="spread",  # noqa: E731
+                                 generator=torch.Generator().manual_seed(1))["codes"]
+    first = run()
+    assert torch.equal(first, run()) and first.shape[-1] == 3
+    assert not torch.equal(first, model.generate(CHANNELS, num_patches=3, batch_size=2, unmasking="random",
+                                                 generator=torch.Generator().manual_seed(1))["codes"])
+    with pytest.raises(ValueError, match="electrode positions"):
+        tiny_model(electrode_positions=False).generate(CHANNELS, num_patches=1, unmasking="spread")
+
+
 def test_generation_config_is_saved_loaded_and_read(tmp_path):
     model = tiny_model()
     model.generation_config = GenerationConfig(do_sample=True, temperature=0.0, num_rounds=3, unmasking="confidence",
@@ -331,11 +364,11 @@ def test_codeword_context_over_known_channels_is_the_mean_known_codeword():
     assert torch.allclose(known[..., -model.num_streams:], every[..., -model.num_streams:])  # shares: the same
 
 
-@pytest.mark.parametrize("unmasking", ["random", "confidence"])
+@pytest.mark.parametrize("unmasking", ["random", "confidence", "spread"])
 def test_generation_keeps_the_spatial_inputs_equal_to_the_revealed_cells(unmasking, monkeypatch):
     """Generation updates the spatial transformer's inputs cell by cell as codes are revealed: every round they equal
     the inputs recomputed from the cells known so far (what training sees for the same hidden cells)."""
-    model = tiny_model(**CODEWORDS_KNOWN)
+    model = tiny_model(**CODEWORDS_KNOWN, electrode_positions=True)
     rounds, spatial = [], model._spatial
 
     def recording(inputs, tokens, hidden, *args):
@@ -348,7 +381,7 @@ def test_generation_keeps_the_spatial_inputs_equal_to_the_revealed_cells(unmaski
     settings = model._sampling_settings(None, num_rounds=4, unmasking=unmasking)
     with torch.no_grad():
         model._sample_second(context_and_place, settings, model._stream_heads(), torch.Generator().manual_seed(0),
-                             False, model._pair_weights(place))
+                             False, model._pair_weights(place), model._channel_distances(model.channel_indices(CHANNELS, 2)))
     assert len(rounds) == 4 and not rounds[-1][2].all() and rounds[-1][2].any()  # cells revealed between rounds
     for inputs, tokens, hidden in rounds:
         assert torch.allclose(inputs, context_and_place + model._cell_embeddings(tokens, hidden), atol=1e-5)
