@@ -638,8 +638,6 @@ class LBMForSpatialGeneration(LBMInputsMixin, LBMSpatialPreTrainedModel):
             cells = channels * len(group)
             rounds = min(settings["num_rounds"], cells)
             if settings["unmasking"] == "spread":  # each stream's channels in farthest-point order, streams interleaved
-                if distances is None:
-                    raise ValueError('unmasking="spread" needs electrode positions (config.electrode_positions)')
                 priority = -(_spread_order(distances, m, rand).float() + rand(batch, channels, m))  # [B, C, M]
             for r in range(rounds):
                 open_cells = hidden[:batch] & in_group  # [B, C, M]; every row has as many open cells
@@ -647,11 +645,9 @@ class LBMForSpatialGeneration(LBMInputsMixin, LBMSpatialPreTrainedModel):
                 if count == 0:  # (the cosine schedule can leave a round nothing to reveal)
                     continue
                 out = self._spatial(inputs, tokens, hidden, pair_weights, heads.get("codeword_table"))  # [B', C, D]
-                if settings["unmasking"] == "random":  # reveal `count` open cells at random: score only those
-                    score = rand(batch, channels, m).masked_fill(~open_cells, -1.0)
-                    sampled = _top_cells(score.flatten(1), count).view_as(open_cells)
-                elif settings["unmasking"] == "spread":  # the next `count` open cells in that order
-                    score = priority.masked_fill(~open_cells, float("-inf"))
+                if settings["unmasking"] != "confidence":  # reveal `count` open cells in random / spread order
+                    order = rand(batch, channels, m) if settings["unmasking"] == "random" else priority
+                    score = order.masked_fill(~open_cells, float("-inf"))
                     sampled = _top_cells(score.flatten(1), count).view_as(open_cells)
                 else:  # confidence: sample every open cell, keep the most confident below
                     sampled = open_cells
@@ -750,8 +746,11 @@ class LBMForSpatialGeneration(LBMInputsMixin, LBMSpatialPreTrainedModel):
         condition = self._condition(condition_ids, rows, self.device)
         place = self._place(index)  # [B', C, D]
         heads, pair_weights = self._stream_heads(), self._pair_weights(place)
-        distances = self._channel_distances(index[: index.shape[0] // 2 if guided else None]) \
-            if settings["unmasking"] == "spread" else None
+        distances = None
+        if settings["unmasking"] == "spread":
+            distances = self._channel_distances(index[: index.shape[0] // 2 if guided else None])
+            if distances is None:
+                raise ValueError('unmasking="spread" needs electrode positions (config.electrode_positions)')
         shift = 1 if settings["window_shift"] is None else max(1, math.floor(settings["window_shift"] * window))
         start, cached, past = 0, 0, None  # `past` holds seconds [start, cached) of the window
         for a in range(prompt_patches, total):

@@ -15,8 +15,8 @@ import torch
 from transformers import AutoModelForCausalLM, GenerationConfig
 
 from neurorvq.lbm import LBMForSpatialGeneration, LBMSpatialConfig, channel_and_time_ids, codes_to_positions
-from neurorvq.lbm.training import lbm_class, lbm_config, load_lbm
 from neurorvq.lbm.modeling_lbm_spatial import _spread_order
+from neurorvq.lbm.training import lbm_class, lbm_config, load_lbm
 
 from .conftest import REPO_ROOT
 
