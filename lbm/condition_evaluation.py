@@ -12,20 +12,28 @@ real EEG of validation subjects (prepared rows with a `label`, `neurorvq prepare
   the alpha change between two conditions (eyes closed minus eyes open: the classic check).
 
 `condition_report` runs both for every label set the data allows and each guidance scale.
+
+`condition_likelihood` asks the step before: does the model's own likelihood know the state? Each code window of
+two (or more) labels is scored under every condition, with the same crops and masks, and the condition of lowest NLL
+is its prediction (within-subject windows only, so that subjects and devices cannot stand in for states). A model
+that ignored its condition scores chance (AUC 0.5), and its conditional samples cannot differ by state.
 """
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
+from .data import collate_codes
 from .evaluation import BANDS
 from .sampling import decode_generated, decoding_noise
 from .realism import as_signal, band_powers, state_classification, state_features, tstr_trtr
 from .sampling import generation_kwargs
+from .training import lbm_step
 
 # label pairs a state classifier is trained on, when the validation data holds both (EEGMAT; EEGMMIDB baselines)
 LABEL_SETS = (("rest", "arithmetic"), ("eyes_open", "eyes_closed"))
@@ -144,6 +152,65 @@ def condition_report(model, tokenizer, train_rows, validation_rows, num_samples:
     return report
 
 
+def within_subject_windows(dataset, classes: Sequence[str]) -> list[int]:
+    """Indices of the rows labelled with one of `classes` whose subject has rows of every class."""
+    labels, subjects = list(dataset["label"]), list(dataset["subject_id"])
+    by_subject: dict[str, set] = {}
+    for label, subject in zip(labels, subjects):
+        by_subject.setdefault(subject, set()).add(label)
+    return [i for i, (label, subject) in enumerate(zip(labels, subjects))
+            if label in classes and set(classes) <= by_subject[subject]]
+
+
+@torch.no_grad()
+def condition_likelihood(model, dataset, classes: Sequence[str] = ("rest", "arithmetic"),
+                         max_windows: int | None = None) -> dict:
+    """How well the model's conditional likelihood tells `classes` apart, on a code split (`neurorvq tokenize`).
+
+    Windows are those labelled with one of `classes` whose subject has windows of every class. Each window is collated
+    once (one crop) and scored alone under each class's condition (`forward(labels=True)`, whose loss is a batch
+    mean; a spatial LBM in eval mode draws the same seeded masks every call). Returns `auc` (ROC AUC of
+    NLL(first) - NLL(second) for the second class; two classes only), `balanced_accuracy` of the lowest-NLL condition (chance 1 / classes), the mean NLL
+    gap in bits per position between the true condition and the best other one (> 0: the true one is more likely),
+    and the counts.
+    `max_windows`: the first that many windows only."""
+    names = list(model.config.condition_names or [])
+    if not set(classes) <= set(names) or len(set(classes)) < 2:
+        raise ValueError(f"condition_likelihood needs at least two distinct classes the model knows "
+                         f"({names}), got {list(classes)}")
+    keep = within_subject_windows(dataset, classes)
+    subjects = dataset["subject_id"]
+    if max_windows is not None:
+        keep = keep[:max_windows]
+    if not keep:
+        raise ValueError(f"no subject of this split has windows of every class {list(classes)}")
+    model.eval()
+    rows = dataset.select(keep)
+    nll = np.zeros((len(keep), len(classes)))  # nats per code, [windows, classes]
+    config = model.config
+    for i in range(len(keep)):
+        batch = collate_codes([rows[i]], max_positions=config.positions_per_context, max_patches=config.max_patches,
+                              generator=torch.Generator().manual_seed(i))  # a long window's crop: seeded
+        batch = {k: v.to(model.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        for j, name in enumerate(classes):
+            batch["condition_ids"] = torch.tensor([config.condition_id(name)], device=model.device)
+            nll[i, j] = float(lbm_step(model, batch).loss)
+    truth = np.array([list(classes).index(label) for label in rows["label"]])
+    predicted = nll.argmin(1)
+    recalls = [float((predicted[truth == k] == k).mean()) for k in range(len(classes))]
+    others = np.where(np.eye(len(classes), dtype=bool)[truth], np.inf, nll).min(1)
+    streams = batch["positions"].shape[-1]
+    report = {"classes": list(classes), "n_windows": {c: int((truth == k).sum()) for k, c in enumerate(classes)},
+              "n_subjects": len({subjects[i] for i in keep}), "balanced_accuracy": float(np.mean(recalls)),
+              "chance": 1.0 / len(classes),
+              "true_minus_other_bits_per_position": float(np.mean(others - nll[np.arange(len(truth)), truth])
+                                                          * streams / math.log(2))}
+    if len(classes) == 2:
+        from sklearn.metrics import roc_auc_score
+        report["auc"] = float(roc_auc_score(truth, nll[:, 0] - nll[:, 1]))
+    return report
+
+
 def format_condition_report(report: dict) -> str:
     """Markdown tables of a [`condition_report`]."""
     lines = ["| label set | guidance | TRTR | TSTR | real + synthetic | chance |", "|---|---|---|---|---|---|"]
@@ -163,5 +230,5 @@ def format_condition_report(report: dict) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["LABEL_SETS", "condition_bands", "condition_report", "format_condition_report", "state_classification",
+__all__ = ["LABEL_SETS", "condition_bands", "condition_likelihood", "within_subject_windows", "condition_report", "format_condition_report", "state_classification",
            "state_features"]

@@ -109,15 +109,24 @@ def _evaluate_lbm(args: argparse.Namespace) -> int:
         raise ValueError(f"--curve reads the training log, but {log} does not exist: pass the training run's folder")
     model = load_lbm(args.model).eval()
     tokenizer = load_tokenizer(args.tokenizer or model.config.tokenizer_name_or_path).eval()
-    results = evaluate_lbm(model, tokenizer, load_codes(args.codes, "train"), load_codes(args.codes, "validation"),
+    validation_codes = load_codes(args.codes, "validation")
+    results = evaluate_lbm(model, tokenizer, load_codes(args.codes, "train"), validation_codes,
                            load_prepared(args.data, "validation"), num_samples=args.samples, seconds=args.seconds,
                            seed=args.seed, temperature=args.temperature, top_p=args.top_p, figure=args.figure,
                            train_rows=load_prepared(args.data, "train"))
     print(format_nll(results))
     print(format_realism(results["realism"]))
     if model.config.condition_names and not args.no_conditions:
-        from neurorvq.lbm.condition_evaluation import condition_report, format_condition_report
+        from neurorvq.lbm.condition_evaluation import (LABEL_SETS, condition_likelihood, condition_report,
+                                                       format_condition_report, within_subject_windows)
 
+        results["condition_likelihood"] = [
+            condition_likelihood(model, validation_codes, classes) for classes in LABEL_SETS
+            if set(classes) <= set(model.config.condition_names) and within_subject_windows(validation_codes, classes)]
+        for row in results["condition_likelihood"]:
+            print(f"conditional likelihood, {' vs '.join(row['classes'])}: AUC {row.get('auc', float('nan')):.3f}, "
+                  f"balanced accuracy {row['balanced_accuracy']:.3f} (chance {row['chance']:.2f}; "
+                  f"{sum(row['n_windows'].values())} windows of {row['n_subjects']} subjects)")
         results["conditions"] = condition_report(model, tokenizer, load_prepared(args.data, "train"),
                                                  load_prepared(args.data, "validation"),
                                                  num_samples=args.condition_samples, seconds=args.seconds,

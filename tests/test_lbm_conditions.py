@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from neurorvq.lbm import LBMConfig, LBMForCausalLM, channel_and_time_ids, codes_to_positions
-from neurorvq.lbm.condition_evaluation import condition_bands, state_classification
+from neurorvq.lbm.condition_evaluation import condition_bands, condition_likelihood, state_classification
 from neurorvq.lbm.data import collate_codes
 from neurorvq.tokenizer import NeuroRVQConfig, NeuroRVQTokenizer
 
@@ -39,7 +39,8 @@ def two_state_batch(batch: int = 8, channels: int = 3, patches: int = 3):
     return codes_to_positions(codes, scale_codes), channel_ids, time_ids, ids
 
 
-def test_conditions_are_learned_and_steer_sampling():
+def two_state_model() -> LBMForCausalLM:
+    """A tiny conditional model trained on `two_state_batch`, where the state decides the codes."""
     model = conditional_model().train()
     positions, channel_ids, time_ids, ids = two_state_batch()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
@@ -50,7 +51,11 @@ def test_conditions_are_learned_and_steer_sampling():
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    model.eval()
+    return model.eval()
+
+
+def test_conditions_are_learned_and_steer_sampling():
+    model = two_state_model()
     for name, code in (("closed", 1), ("open", 5)):
         for guidance in (1.0, 3.0):
             out = model.generate(CHANNELS, num_patches=2, batch_size=3, condition=name, guidance_scale=guidance,
@@ -62,6 +67,39 @@ def test_conditions_are_learned_and_steer_sampling():
     out = model.generate(CHANNELS, num_patches=1, batch_size=16, generator=torch.Generator().manual_seed(1))
     first = out["codes"][:, 0, 0, 0, 0]
     assert (first == 1).any() and (first == 5).any()
+
+
+def two_state_code_rows(subjects: int = 3) -> "datasets.Dataset":
+    """Code rows (`neurorvq tokenize`'s columns) of `two_state_batch`'s states: every subject has two windows of each
+    state, plus one subject with "closed" windows only (not within-subject: left out)."""
+    import datasets
+
+    s, k = SMALL_CODES["num_scales"], SMALL_CODES["num_quantizers"]
+    rows = []
+    for subject in range(subjects + 1):
+        for state in (["closed"] * 2 if subject == subjects else ["closed", "open"] * 2):
+            value = 1 if state == "closed" else 5
+            rows.append({"codes": np.full((s, k, 3, 3), value), "scale_codes": np.full((2, 3, 3), value),
+                         "channel_indices": [55, 36, 64], "valid_patches": 3, "label": state,
+                         "subject_id": f"set/{subject}"})
+    return datasets.Dataset.from_list(rows)
+
+
+def test_condition_likelihood_finds_a_learned_condition_and_chance_without_one():
+    model, rows = two_state_model(), two_state_code_rows()
+    report = condition_likelihood(model, rows, CONDITIONS)
+    assert report["n_windows"] == {"closed": 6, "open": 6} and report["n_subjects"] == 3
+    assert report["auc"] == 1.0 and report["balanced_accuracy"] == 1.0 and report["chance"] == 0.5
+    assert report["true_minus_other_bits_per_position"] > 0.1  # blind: 0 (below)
+    # the same model with its condition embeddings made equal: every window equally likely under both conditions
+    with torch.no_grad():
+        model.condition_embed.weight[2] = model.condition_embed.weight[1]
+    blind = condition_likelihood(model, rows, CONDITIONS)
+    assert blind["auc"] == 0.5 and blind["true_minus_other_bits_per_position"] == 0.0
+    with pytest.raises(ValueError, match="two distinct classes"):
+        condition_likelihood(model, rows, ["closed", "rest"])
+    with pytest.raises(ValueError, match="no subject"):
+        condition_likelihood(model, rows.filter(lambda r: r["label"] == "closed"), CONDITIONS)
 
 
 def test_condition_errors_and_guidance_one_is_plain_conditional():
