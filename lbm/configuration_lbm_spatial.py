@@ -33,6 +33,10 @@ class LBMSpatialConfig(LBMConfig):
         electrode_positions (`bool`): add an embedding of each channel's 3-D electrode position (MNE's standard 10-05
             montage) to its learned channel embedding, so that neighbouring electrodes start alike and share what
             they learn; channels without a standard position get the channel embedding alone.
+        spatial_condition (`bool`): also add a condition embedding of its own (zero at initialisation, so a model
+            fine-tuned from one without it starts equal to it) to every channel's spatial-transformer input, beside
+            the one the main transformer gets: the network that predicts the codes then sees the state directly,
+            not only through the main transformer's context.
     """
 
     model_type = "neurorvq-lbm-spatial"
@@ -40,7 +44,8 @@ class LBMSpatialConfig(LBMConfig):
 
     def __init__(self, spatial_layers: int = 2, stream_groups: list[list[int]] | None = None,
                  electrode_positions: bool = True, codeword_context: bool = False,
-                 codeword_context_normalization: str = "all", **kwargs):
+                 codeword_context_normalization: str = "all", spatial_condition: bool = False, **kwargs):
+        self.spatial_condition = spatial_condition
         self.spatial_layers = spatial_layers
         self.codeword_context = codeword_context
         self.codeword_context_normalization = codeword_context_normalization
@@ -86,5 +91,7 @@ class LBMSpatialConfig(LBMConfig):
         if self.codeword_context_normalization not in ("all", "known"):
             raise ValueError("LBMSpatialConfig.codeword_context_normalization must be 'all' or 'known', got "
                              f"{self.codeword_context_normalization!r}")
+        if not isinstance(self.spatial_condition, bool):
+            raise ValueError(f"LBMSpatialConfig.spatial_condition must be True or False, got {self.spatial_condition!r}")
         if not isinstance(self.electrode_positions, bool):
             raise ValueError(f"LBMSpatialConfig.electrode_positions must be True or False, got {self.electrode_positions!r}")

@@ -165,6 +165,8 @@ class LBMSpatialPreTrainedModel(PreTrainedModel):
                 init.zeros_(module.codeword_log_precision)
             if module.codeword_context_in is not None:
                 init.zeros_(module.codeword_context_in)  # the codeword context starts switched off
+            if module.spatial_condition_embed is not None:
+                init.zeros_(module.spatial_condition_embed.weight)  # so does the spatial condition
 
 
 class LBMForSpatialGeneration(LBMInputsMixin, LBMSpatialPreTrainedModel):
@@ -193,6 +195,8 @@ class LBMForSpatialGeneration(LBMInputsMixin, LBMSpatialPreTrainedModel):
         self.bos = nn.Parameter(torch.zeros(dim))
         self.mask_embed = nn.Parameter(torch.zeros(self.num_streams, dim))
         self.condition_embed = nn.Embedding(config.num_conditions + 1, dim) if config.num_conditions else None
+        self.spatial_condition_embed = (nn.Embedding(config.num_conditions + 1, dim)
+                                        if config.num_conditions and config.spatial_condition else None)
         self.electrode_in = None
         if config.electrode_positions:
             xyz, known = electrode_positions(config.channel_vocabulary, config.channel_vocab_size)
@@ -277,6 +281,14 @@ class LBMForSpatialGeneration(LBMInputsMixin, LBMSpatialPreTrainedModel):
         if condition_ids is None:
             condition_ids = torch.zeros(batch, dtype=torch.long, device=device)
         return self.condition_embed(condition_ids)
+
+    def _spatial_condition(self, condition_ids: torch.Tensor | None, batch: int, device) -> torch.Tensor | float:
+        """The spatial transformer's condition embeddings [B, 1, D] (`config.spatial_condition`), or 0."""
+        if self.spatial_condition_embed is None:
+            return 0.0
+        if condition_ids is None:
+            condition_ids = torch.zeros(batch, dtype=torch.long, device=device)
+        return self.spatial_condition_embed(condition_ids)[:, None]
 
     def _context(self, tokens: torch.LongTensor, place: torch.Tensor, time_ids: torch.Tensor, condition,
                  past: list | None = None, past_seconds: int = 0):
@@ -429,7 +441,8 @@ class LBMForSpatialGeneration(LBMInputsMixin, LBMSpatialPreTrainedModel):
         grid = lambda x: x.reshape(batch, seconds, channels, *x.shape[2:])  # noqa: E731  [B, P, ...] -> [B, A, C, ...]
         if not bool((grid(channel_ids) == grid(channel_ids)[:, :1]).all()):
             raise ValueError("every second must list the same channels in the same order (time-major positions)")
-        condition = self._condition(self._check_condition_ids(condition_ids, batch), batch, positions.device)
+        condition_ids = self._check_condition_ids(condition_ids, batch)
+        condition = self._condition(condition_ids, batch, positions.device)
         tokens = grid(positions.long() + self.stream_offsets(positions.device))  # [B, A, C, M]
         place = self._place(grid(channel_ids)[:, 0].long())  # [B, C, D]
         hidden_states, _ = self._context(tokens, place, grid(time_ids)[0, :, 0].long(), condition)
@@ -444,7 +457,9 @@ class LBMForSpatialGeneration(LBMInputsMixin, LBMSpatialPreTrainedModel):
                 raise ValueError(f"hidden_mask must have shape {tuple(positions.shape)}, got {tuple(hidden_mask.shape)}")
             hidden = scored = grid(hidden_mask.bool())
             weight = torch.ones(batch, seconds, device=positions.device)
-        inputs = (self.context_in(context) + place[:, None]).flatten(0, 1)  # [B * A, C, D]
+        spatial_condition = self._spatial_condition(condition_ids, batch, positions.device)  # [B, 1, D] or 0
+        inputs = (self.context_in(context) + place[:, None]
+                  + (spatial_condition[:, None] if torch.is_tensor(spatial_condition) else 0.0)).flatten(0, 1)
         pair_weights = self._pair_weights(place)
         if pair_weights is not None:  # the same channels in every second
             pair_weights = pair_weights.repeat_interleave(seconds, dim=0)
@@ -745,6 +760,7 @@ class LBMForSpatialGeneration(LBMInputsMixin, LBMSpatialPreTrainedModel):
                                                                                           num_channels, m)
         condition = self._condition(condition_ids, rows, self.device)
         place = self._place(index)  # [B', C, D]
+        spatial_place = place + self._spatial_condition(condition_ids, rows, self.device)  # the spatial inputs' part
         heads, pair_weights = self._stream_heads(), self._pair_weights(place)
         distances = None
         if settings["unmasking"] == "spread":
@@ -764,8 +780,8 @@ class LBMForSpatialGeneration(LBMInputsMixin, LBMSpatialPreTrainedModel):
                 context, cached = hidden_states[:, -1], a
             elif a == start:
                 context = self._first_context(rows, num_channels, condition)
-            tokens[:, a] = self._sample_second(self.context_in(context) + place, settings, heads, generator, guided,
-                                               pair_weights, distances)
+            tokens[:, a] = self._sample_second(self.context_in(context) + spatial_place, settings, heads, generator,
+                                               guided, pair_weights, distances)
 
         positions = (tokens[:batch] - self.stream_offsets(self.device)).flatten(1, 2)  # time-major [B, A*C, M]
         codes, scale_codes = positions_to_codes(positions, num_channels, self.code_layout.num_scales,

@@ -404,3 +404,32 @@ def test_cell_sampling_follows_the_tempered_filtered_distribution():
     assert set(top_two[0::2].tolist()) == {0, 1} and set(top_two[1::2].tolist()) == {1, 3}
     greedy, _ = model._sample_cells(logits, torch.tensor([0.0, 0.0]), None, None, torch.Generator().manual_seed(2))
     assert greedy.tolist() == [0, 1]
+
+
+def test_spatial_condition_starts_at_zero_and_reaches_the_spatial_inputs_in_training_and_generation(monkeypatch):
+    plain = tiny_model(condition_names=["a", "b"])
+    model = tiny_model(condition_names=["a", "b"], spatial_condition=True)
+    assert torch.count_nonzero(model.spatial_condition_embed.weight) == 0
+    missing, unexpected = model.load_state_dict(plain.state_dict(), strict=False)
+    assert missing == ["spatial_condition_embed.weight"] and not unexpected
+    positions, channel_ids, time_ids = random_batch(model)
+    condition_ids = torch.tensor([1, 2])
+    loss = lambda m: m(positions, channel_ids, time_ids, labels=True, condition_ids=condition_ids).loss  # noqa: E731
+    with torch.no_grad():
+        assert torch.equal(loss(model), loss(plain))  # fine-tuning from a model without it starts where it was
+        model.spatial_condition_embed.weight.normal_()
+        assert not torch.allclose(loss(model), loss(plain))
+    inputs = []
+    sample_second = model._sample_second
+    monkeypatch.setattr(model, "_sample_second", lambda context_and_place, *args: (
+        inputs.append(context_and_place.clone()), sample_second(context_and_place, *args))[1])
+    with torch.no_grad():
+        model.generate(CHANNELS, num_patches=1, batch_size=2, condition=["a", "b"],
+                       generator=torch.Generator().manual_seed(0))
+        place = model._place(model.channel_indices(CHANNELS, 2))
+        condition = model._condition(condition_ids, 2, "cpu")
+        expected = (model.context_in(model._first_context(2, len(CHANNELS), condition)) + place
+                    + model.spatial_condition_embed(condition_ids)[:, None])
+    assert torch.allclose(inputs[0], expected, atol=1e-6)
+    with pytest.raises(ValueError, match="spatial_condition"):
+        LBMSpatialConfig(spatial_condition=1)
