@@ -9,8 +9,9 @@ tokens, then S bands x K residual stages; see `layout.py`). There is no privileg
   first second of the window).
 - **Spatial transformer** over the C channels of one second, bidirectional: the input of channel c = its projected
   context + the embeddings of its codes known so far (a per-stream mask embedding for the hidden ones) + its channel
-  embedding. Each output predicts the channel's hidden codes through per-stream heads tied to the code embeddings,
-  with the Gaussian codeword scores of the depth-wise model (`codeword_logits`: nearby codewords share probability).
+  embedding (+ a condition embedding of its own, with `config.spatial_condition`). Each output predicts the
+  channel's hidden codes through per-stream heads tied to the code embeddings, with the Gaussian codeword scores of
+  the depth-wise model (`codeword_logits`: nearby codewords share probability).
 - **Training** (`forward(labels=True)`): per second, a random set of cells (channel x stream) is hidden: with stream
   groups (`config.stream_groups`), a group g is drawn, the groups before it are known, the groups after it hidden,
   and k ~ U{1..N_g} of its N_g cells hidden. The loss G |g| / (M k) x the summed cross-entropy of those k cells is an
