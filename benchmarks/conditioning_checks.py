@@ -38,13 +38,14 @@ def main(argv=None) -> None:
 
     tokenizer = NeuroRVQTokenizer.from_pretrained("neurorvq/tokenizer-small").eval()
     rows = load_prepared(args.data, "validation")
+    codes = {split: load_codes(args.codes, split) for split in ("validation", "train")}
     results = {}
     for name in args.models:
         model = load_lbm(name).eval()
         result = results[name] = {}
         if model.config.condition_names:
-            for split in ("validation", "train"):
-                likelihood = condition_likelihood(model, load_codes(args.codes, split), ("rest", "arithmetic"))
+            for split, dataset in codes.items():
+                likelihood = condition_likelihood(model, dataset, ("rest", "arithmetic"))
                 result[f"condition_likelihood/{split}"] = likelihood
                 print(f"{name}: conditional likelihood on {split} ({sum(likelihood['n_windows'].values())} windows, "
                       f"{likelihood['n_subjects']} subjects): AUC {likelihood['auc']:.3f}, balanced accuracy "

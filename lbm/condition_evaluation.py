@@ -33,7 +33,7 @@ from .evaluation import BANDS
 from .sampling import decode_generated, decoding_noise
 from .realism import as_signal, band_powers, state_classification, state_features, tstr_trtr
 from .sampling import generation_kwargs
-from .training import lbm_step
+from .training import lbm_step, to_model_device
 
 # label pairs a state classifier is trained on, when the validation data holds both (EEGMAT; EEGMMIDB baselines)
 LABEL_SETS = (("rest", "arithmetic"), ("eyes_open", "eyes_closed"))
@@ -163,25 +163,20 @@ def within_subject_windows(dataset, classes: Sequence[str]) -> list[int]:
 
 
 @torch.no_grad()
-def condition_likelihood(model, dataset, classes: Sequence[str] = ("rest", "arithmetic"),
-                         max_windows: int | None = None) -> dict:
+def condition_likelihood(model, dataset, classes: Sequence[str] = ("rest", "arithmetic")) -> dict:
     """How well the model's conditional likelihood tells `classes` apart, on a code split (`neurorvq tokenize`).
 
     Windows are those labelled with one of `classes` whose subject has windows of every class. Each window is collated
     once (one crop) and scored alone under each class's condition (`forward(labels=True)`, whose loss is a batch
     mean; a spatial LBM in eval mode draws the same seeded masks every call). Returns `auc` (ROC AUC of
-    NLL(first) - NLL(second) for the second class; two classes only), `balanced_accuracy` of the lowest-NLL condition (chance 1 / classes), the mean NLL
-    gap in bits per position between the true condition and the best other one (> 0: the true one is more likely),
-    and the counts.
-    `max_windows`: the first that many windows only."""
+    NLL(first) - NLL(second) for the second class; two classes only), `balanced_accuracy` of the lowest-NLL
+    condition (chance 1 / classes), the mean NLL gap in bits per position between the true condition and the best
+    other one (> 0: the true one is more likely), and the counts."""
     names = list(model.config.condition_names or [])
     if not set(classes) <= set(names) or len(set(classes)) < 2:
         raise ValueError(f"condition_likelihood needs at least two distinct classes the model knows "
                          f"({names}), got {list(classes)}")
     keep = within_subject_windows(dataset, classes)
-    subjects = dataset["subject_id"]
-    if max_windows is not None:
-        keep = keep[:max_windows]
     if not keep:
         raise ValueError(f"no subject of this split has windows of every class {list(classes)}")
     model.eval()
@@ -191,7 +186,7 @@ def condition_likelihood(model, dataset, classes: Sequence[str] = ("rest", "arit
     for i in range(len(keep)):
         batch = collate_codes([rows[i]], max_positions=config.positions_per_context, max_patches=config.max_patches,
                               generator=torch.Generator().manual_seed(i))  # a long window's crop: seeded
-        batch = {k: v.to(model.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        batch = to_model_device(batch, model)
         for j, name in enumerate(classes):
             batch["condition_ids"] = torch.tensor([config.condition_id(name)], device=model.device)
             nll[i, j] = float(lbm_step(model, batch).loss)
@@ -201,7 +196,7 @@ def condition_likelihood(model, dataset, classes: Sequence[str] = ("rest", "arit
     others = np.where(np.eye(len(classes), dtype=bool)[truth], np.inf, nll).min(1)
     streams = batch["positions"].shape[-1]
     report = {"classes": list(classes), "n_windows": {c: int((truth == k).sum()) for k, c in enumerate(classes)},
-              "n_subjects": len({subjects[i] for i in keep}), "balanced_accuracy": float(np.mean(recalls)),
+              "n_subjects": len(set(rows["subject_id"])), "balanced_accuracy": float(np.mean(recalls)),
               "chance": 1.0 / len(classes),
               "true_minus_other_bits_per_position": float(np.mean(others - nll[np.arange(len(truth)), truth])
                                                           * streams / math.log(2))}
@@ -230,5 +225,5 @@ def format_condition_report(report: dict) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["LABEL_SETS", "condition_bands", "condition_likelihood", "within_subject_windows", "condition_report", "format_condition_report", "state_classification",
-           "state_features"]
+__all__ = ["LABEL_SETS", "condition_bands", "condition_likelihood", "condition_report", "format_condition_report",
+           "state_classification", "state_features", "within_subject_windows"]

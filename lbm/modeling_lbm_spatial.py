@@ -458,9 +458,8 @@ class LBMForSpatialGeneration(LBMInputsMixin, LBMSpatialPreTrainedModel):
                 raise ValueError(f"hidden_mask must have shape {tuple(positions.shape)}, got {tuple(hidden_mask.shape)}")
             hidden = scored = grid(hidden_mask.bool())
             weight = torch.ones(batch, seconds, device=positions.device)
-        spatial_condition = self._spatial_condition(condition_ids, batch, positions.device)  # [B, 1, D] or 0
-        inputs = (self.context_in(context) + place[:, None]
-                  + (spatial_condition[:, None] if torch.is_tensor(spatial_condition) else 0.0)).flatten(0, 1)
+        spatial_place = place + self._spatial_condition(condition_ids, batch, positions.device)  # [B, C, D]
+        inputs = (self.context_in(context) + spatial_place[:, None]).flatten(0, 1)  # [B * A, C, D]
         pair_weights = self._pair_weights(place)
         if pair_weights is not None:  # the same channels in every second
             pair_weights = pair_weights.repeat_interleave(seconds, dim=0)
@@ -761,7 +760,7 @@ class LBMForSpatialGeneration(LBMInputsMixin, LBMSpatialPreTrainedModel):
                                                                                           num_channels, m)
         condition = self._condition(condition_ids, rows, self.device)
         place = self._place(index)  # [B', C, D]
-        spatial_place = place + self._spatial_condition(condition_ids, rows, self.device)  # the spatial inputs' part
+        spatial_place = place + self._spatial_condition(condition_ids, rows, self.device)  # as in `forward`
         heads, pair_weights = self._stream_heads(), self._pair_weights(place)
         distances = None
         if settings["unmasking"] == "spread":

@@ -51,6 +51,11 @@ def load_lbm(name_or_path, **kwargs):
     return model_class.from_pretrained(name_or_path, **kwargs)  # both classes resolve bundled names and check folders
 
 
+def to_model_device(batch: dict, model) -> dict:
+    """A collated batch with its tensors on the model's device."""
+    return {k: v.to(model.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
 def lbm_step(model, batch):
     return model(batch["positions"], batch["channel_ids"], batch["time_ids"], labels=True,
                  position_mask=batch["position_mask"], condition_ids=batch.get("condition_ids"))
@@ -75,7 +80,7 @@ def validation_nll(model, dataset, batch_size: int = 8, max_batches: int | None 
     for i, batch in enumerate(loader):
         if max_batches is not None and i >= max_batches:
             break
-        batch = {k: v.to(model.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        batch = to_model_device(batch, model)
         real = int(batch["position_mask"].sum())
         if real == 0:
             continue
