@@ -159,6 +159,11 @@ def load_pretrained(super_from_pretrained, name_or_path, model_type: str | None 
     if local:
         check_model_folder(folder, model_type)
     want_info = kwargs.pop("output_loading_info", False)
+    if "dtype" not in kwargs and "torch_dtype" not in kwargs:
+        import torch
+
+        # weights may be stored in bfloat16 (half the size of a bundle): compute in float32 unless asked otherwise
+        kwargs["dtype"] = torch.float32
     try:
         model, info = super_from_pretrained(folder, *args, output_loading_info=True, **kwargs)
     except OSError as error:
