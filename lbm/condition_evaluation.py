@@ -162,7 +162,6 @@ def within_subject_windows(dataset, classes: Sequence[str]) -> list[int]:
             if label in classes and set(classes) <= by_subject[subject]]
 
 
-@torch.no_grad()
 def condition_likelihood(model, dataset, classes: Sequence[str] = ("rest", "arithmetic")) -> dict:
     """How well the model's conditional likelihood tells `classes` apart, on a code split (`neurorvq tokenize`).
 
@@ -179,11 +178,27 @@ def condition_likelihood(model, dataset, classes: Sequence[str] = ("rest", "arit
     keep = within_subject_windows(dataset, classes)
     if not keep:
         raise ValueError(f"no subject of this split has windows of every class {list(classes)}")
+    return _likelihood_of_windows(model, dataset.select(keep), classes)
+
+
+def condition_likelihoods(model, dataset, label_sets: Sequence[Sequence[str]] = LABEL_SETS) -> list[dict]:
+    """`condition_likelihood` of every label set the model knows and the split has within-subject windows of."""
+    names = set(model.config.condition_names or [])
+    results = []
+    for classes in label_sets:
+        keep = within_subject_windows(dataset, classes) if set(classes) <= names else []
+        if keep:
+            results.append(_likelihood_of_windows(model, dataset.select(keep), classes))
+    return results
+
+
+@torch.no_grad()
+def _likelihood_of_windows(model, rows, classes: Sequence[str]) -> dict:
+    """`condition_likelihood` of the selected windows `rows` (each labelled with one of `classes`)."""
     model.eval()
-    rows = dataset.select(keep)
-    nll = np.zeros((len(keep), len(classes)))  # nats per code, [windows, classes]
+    nll = np.zeros((len(rows), len(classes)))  # nats per code, [windows, classes]
     config = model.config
-    for i in range(len(keep)):
+    for i in range(len(rows)):
         batch = collate_codes([rows[i]], max_positions=config.positions_per_context, max_patches=config.max_patches,
                               generator=torch.Generator().manual_seed(i))  # a long window's crop: seeded
         batch = to_model_device(batch, model)
@@ -225,5 +240,5 @@ def format_condition_report(report: dict) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["LABEL_SETS", "condition_bands", "condition_likelihood", "condition_report", "format_condition_report",
+__all__ = ["LABEL_SETS", "condition_bands", "condition_likelihood", "condition_likelihoods", "condition_report", "format_condition_report",
            "state_classification", "state_features", "within_subject_windows"]

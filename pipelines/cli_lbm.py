@@ -117,12 +117,10 @@ def _evaluate_lbm(args: argparse.Namespace) -> int:
     print(format_nll(results))
     print(format_realism(results["realism"]))
     if model.config.condition_names and not args.no_conditions:
-        from neurorvq.lbm.condition_evaluation import (LABEL_SETS, condition_likelihood, condition_report,
-                                                       format_condition_report, within_subject_windows)
+        from neurorvq.lbm.condition_evaluation import (condition_likelihoods, condition_report,
+                                                       format_condition_report)
 
-        results["condition_likelihood"] = [
-            condition_likelihood(model, validation_codes, classes) for classes in LABEL_SETS
-            if set(classes) <= set(model.config.condition_names) and within_subject_windows(validation_codes, classes)]
+        results["condition_likelihood"] = condition_likelihoods(model, validation_codes)
         for row in results["condition_likelihood"]:
             print(f"conditional likelihood, {' vs '.join(row['classes'])}: AUC {row.get('auc', float('nan')):.3f}, "
                   f"balanced accuracy {row['balanced_accuracy']:.3f} (chance {row['chance']:.2f}; "

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from neurorvq.lbm import LBMConfig, LBMForCausalLM, channel_and_time_ids, codes_to_positions
-from neurorvq.lbm.condition_evaluation import condition_bands, condition_likelihood, state_classification
+from neurorvq.lbm.condition_evaluation import (condition_bands, condition_likelihood, condition_likelihoods,
+                                               state_classification)
 from neurorvq.lbm.data import collate_codes
 from neurorvq.tokenizer import NeuroRVQConfig, NeuroRVQTokenizer
 
@@ -96,6 +97,9 @@ def test_condition_likelihood_finds_a_learned_condition_and_chance_without_one()
         model.condition_embed.weight[2] = model.condition_embed.weight[1]
     blind = condition_likelihood(model, rows, CONDITIONS)
     assert blind["auc"] == 0.5 and blind["true_minus_other_bits_per_position"] == 0.0
+    # every label set at once: those the model does not know, or the split has no within-subject windows of, are left out
+    assert condition_likelihoods(model, rows, [CONDITIONS, ["closed", "rest"]]) == [blind]
+    assert condition_likelihoods(model, rows.filter(lambda r: r["label"] == "closed"), [CONDITIONS]) == []
     with pytest.raises(ValueError, match="two distinct classes"):
         condition_likelihood(model, rows, ["closed", "rest"])
     with pytest.raises(ValueError, match="no subject"):

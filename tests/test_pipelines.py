@@ -157,6 +157,16 @@ def test_cli_bad_arguments_exit_2(argv, tmp_path, monkeypatch):
     assert info.value.code == 2
 
 
+def test_cli_unmasking_choices_are_the_models():
+    """The CLI's parser stays free of torch, so it lists the unmasking orders itself: they must be the model's."""
+    from neurorvq.lbm.modeling_lbm_spatial import UNMASKING
+    from neurorvq.pipelines.cli import build_parser
+
+    generate = build_parser()._subparsers._group_actions[0].choices["generate"]
+    unmasking = next(action for action in generate._actions if action.dest == "unmasking")
+    assert tuple(unmasking.choices) == UNMASKING
+
+
 def test_stream_temperatures_replace_the_models_profile(generator):
     model = generator.model
     assert model.config.stream_temperature_scales is not None  # the bundle's own profile
