@@ -66,7 +66,8 @@ UNMASKING = ("confidence", "random", "spread")
 def default_generation_config() -> GenerationConfig:
     """Sampling defaults of a fresh spatial LBM (a trained one saves its own, chosen by measurement)."""
     return GenerationConfig(do_sample=True, temperature=1.0, top_k=None, top_p=None, guidance_scale=1.0,
-                            num_rounds=12, unmasking="confidence", stream_temperature_scales=None)
+                            num_rounds=12, unmasking="confidence", stream_temperature_scales=None,
+                            last_round_temperature_scale=1.0)
 
 
 @functools.lru_cache(maxsize=1)
@@ -490,7 +491,8 @@ class LBMForSpatialGeneration(LBMInputsMixin, LBMSpatialPreTrainedModel):
         """The sampling settings of a call: `generation_config` (default: the model's) with the non-None overrides,
         validated (`conditional`: whether the call has a condition; the saved guidance scale applies only then).
         Returns temperature, top_k, top_p, stream_temperatures (M floats), guidance_scale, num_rounds,
-        unmasking, choice_temperature (default: the temperature), window_shift (see `generate`)."""
+        unmasking, last_round_temperature_scale, choice_temperature (default: the temperature), window_shift (see
+        `generate`)."""
         config = generation_config or self.generation_config
         value = lambda name, default=None: overrides[name] if overrides.get(name) is not None \
             else getattr(config, name, default)  # noqa: E731
@@ -509,6 +511,11 @@ class LBMForSpatialGeneration(LBMInputsMixin, LBMSpatialPreTrainedModel):
         unmasking = value("unmasking", "confidence")
         if unmasking not in UNMASKING:
             raise ValueError(f"unmasking must be one of {UNMASKING}, got {unmasking!r}")
+        last_round = value("last_round_temperature_scale", 1.0)
+        if isinstance(last_round, bool) or not isinstance(last_round, (int, float)) or not math.isfinite(last_round) \
+                or last_round < 0:
+            raise ValueError(f"last_round_temperature_scale must be a finite number >= 0 (1 = every round at the "
+                             f"temperature), got {last_round!r}")
         choice = value("choice_temperature")
         if choice is not None and (isinstance(choice, bool) or not isinstance(choice, (int, float))
                                    or not math.isfinite(choice) or choice < 0):
@@ -518,6 +525,7 @@ class LBMForSpatialGeneration(LBMInputsMixin, LBMSpatialPreTrainedModel):
             raise ValueError(f"window_shift must be a share of the context window in (0, 1] or None, got {shift!r}")
         return {"temperature": temperature, "top_k": top_k, "top_p": top_p, "stream_temperatures": streams,
                 "guidance_scale": guidance, "num_rounds": rounds, "unmasking": unmasking,
+                "last_round_temperature_scale": float(last_round),
                 "choice_temperature": temperature if choice is None else choice, "window_shift": shift}
 
     def _stream_heads(self) -> dict:
@@ -674,8 +682,11 @@ class LBMForSpatialGeneration(LBMInputsMixin, LBMSpatialPreTrainedModel):
                     logits = torch.where(unconditional.isfinite(), guided_logits, float("-inf"))  # -inf past a vocabulary
                 else:
                     logits = self._cell_logits(out[b, c], s, heads)
-                codes, log_prob = self._sample_cells(logits, temperatures[s], settings["top_k"], settings["top_p"],
-                                                     generator, log_probability=settings["unmasking"] == "confidence")
+                # later rounds see more of the second: cooler draws there make cells follow the channels already known
+                scale = 1 + (settings["last_round_temperature_scale"] - 1) * (r / (rounds - 1) if rounds > 1 else 0.0)
+                codes, log_prob = self._sample_cells(logits, temperatures[s] * scale, settings["top_k"],
+                                                     settings["top_p"], generator,
+                                                     log_probability=settings["unmasking"] == "confidence")
                 if settings["unmasking"] == "confidence":
                     # MaskGIT: choice noise (Gumbel x choice_temperature) annealed to pure confidence at the end
                     gumbel = -torch.log(-torch.log(rand(len(codes)).clamp(1e-9, 1 - 1e-9)))
@@ -699,6 +710,7 @@ class LBMForSpatialGeneration(LBMInputsMixin, LBMSpatialPreTrainedModel):
                  use_cache: bool = True, batch_size: int | None = None, channel_names=None, stream_temperatures=None,
                  condition=None, guidance_scale: float | None = None, num_rounds: int | None = None,
                  unmasking: str | None = None, choice_temperature: float | None = None,
+                 last_round_temperature_scale: float | None = None,
                  generation_config: GenerationConfig | None = None) -> dict:
         """Sample `num_patches` new seconds of every channel, continuing an optional prompt.
 
@@ -715,6 +727,9 @@ class LBMForSpatialGeneration(LBMInputsMixin, LBMSpatialPreTrainedModel):
                 `choice_temperature`: with "confidence", the scale of the Gumbel noise on the confidences that
                 picks the cells a round keeps (annealed to 0 over the rounds; default: the temperature; MaskGIT's
                 is 4.5): higher = closer to a random order.
+                `last_round_temperature_scale`: the temperature of a group's last round as a share of its first's
+                (rounds between interpolate linearly; default 1 = every round at the temperature): < 1 samples the
+                cells revealed late, which see most of their second, closer to what the revealed channels imply.
             generator: a `torch.Generator` for reproducible samples.
             use_cache: keep the main transformer's keys/values between seconds (same samples, faster).
             batch_size: B when neither the prompt nor `channel_indices` [B, C] sets it (default 1).
@@ -737,7 +752,9 @@ class LBMForSpatialGeneration(LBMInputsMixin, LBMSpatialPreTrainedModel):
         settings = self._sampling_settings(generation_config, temperature=temperature, top_k=top_k, top_p=top_p,
                                            stream_temperatures=stream_temperatures, guidance_scale=guidance_scale,
                                            num_rounds=num_rounds, unmasking=unmasking,
-                                           choice_temperature=choice_temperature, conditional=condition is not None)
+                                           choice_temperature=choice_temperature,
+                                           last_round_temperature_scale=last_round_temperature_scale,
+                                           conditional=condition is not None)
         batch = batch_size if prompt_codes is None else (prompt_codes.shape[0] if isinstance(prompt_codes, torch.Tensor)
                                                          and prompt_codes.dim() == 5 else None)
         index = self.channel_indices(channels, batch)

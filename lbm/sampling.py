@@ -102,7 +102,7 @@ def check_stream_temperatures(lbm_config, temperatures) -> list[float]:
 
 
 # Sampling options only a model with a generation config (the spatial LBM) takes.
-GENERATION_CONFIG_OPTIONS = ("num_rounds", "unmasking", "choice_temperature")
+GENERATION_CONFIG_OPTIONS = ("num_rounds", "unmasking", "choice_temperature", "last_round_temperature_scale")
 
 
 def has_generation_config(model) -> bool:

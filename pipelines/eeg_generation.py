@@ -84,8 +84,8 @@ class EEGGenerationPipeline(Pipeline):
             default: the prompt's channels, else standard_1020. With a prompt they select prompt channels.
         temperature, top_k, top_p: sampling controls. Default: the model's own — a spatial LBM's
             `generation_config` (temperature, per-stream temperature scales, top-k / top-p, guidance, rounds,
-            unmasking, choice_temperature, window_shift: the bundled one's were chosen by the realism report and the
-            speed benchmark, see its model card); for a depth-wise / flattened LBM,
+            unmasking, last_round_temperature_scale, choice_temperature, window_shift: the bundled one's were chosen
+            by the realism report and the speed benchmark, see its model card); for a depth-wise / flattened LBM,
             temperature `DEFAULT_TEMPERATURE` (0.8) x its `config.stream_temperature_scales`.
         num_rounds, unmasking: spatial LBMs only: parallel decoding rounds per second (more = closer to sampling
             cell by cell, slower) and which cells a round keeps ("confidence", "random" or "spread").

@@ -226,6 +226,34 @@ def test_choice_temperature_scales_the_choice_noise_of_confidence_unmasking():
             run(unmasking="confidence", choice_temperature=bad)
 
 
+def test_last_round_temperature_scale_cools_the_later_rounds_linearly(monkeypatch):
+    """Round r of R samples at temperature x (1 + (scale - 1) r / (R - 1)) for every stream; 1 (the default) changes
+    nothing; the setting is read from the generation config too, and bad values are refused."""
+    model = tiny_model()
+    seen = []
+    original = LBMForSpatialGeneration._sample_cells
+
+    def recording(self, logits, temperatures, *args, **kwargs):
+        seen.append(temperatures.unique().tolist())
+        return original(self, logits, temperatures, *args, **kwargs)
+
+    monkeypatch.setattr(LBMForSpatialGeneration, "_sample_cells", recording)
+    run = lambda **kw: model.generate(CHANNELS, num_patches=1, generator=torch.Generator().manual_seed(5),  # noqa
+                                      temperature=0.8, num_rounds=5, unmasking="random", **kw)["codes"]
+    flat = run()
+    assert seen == [[pytest.approx(0.8)]] * 5
+    assert torch.equal(flat, run(last_round_temperature_scale=1.0))
+    seen.clear()
+    cooled = run(last_round_temperature_scale=0.5)
+    assert seen == [[pytest.approx(0.8 * (1 - 0.5 * r / 4))] for r in range(5)]
+    assert not torch.equal(flat, cooled)
+    model.generation_config.last_round_temperature_scale = 0.5
+    assert torch.equal(run(), cooled)
+    for bad in (-0.1, float("inf"), True, "0.5"):
+        with pytest.raises(ValueError, match="last_round_temperature_scale"):
+            run(last_round_temperature_scale=bad)
+
+
 def test_spread_order_ranks_each_streams_channels_farthest_point_first():
     """Channels at 0, 1, 2, 3 and 10 on a line: per row and stream the ranks are a permutation, the first channel is
     random (it varies over streams), and each next one is the farthest from those ranked before it."""
@@ -274,6 +302,25 @@ def test_generation_config_is_saved_loaded_and_read(tmp_path):
     assert torch.equal(a["codes"], b["codes"])
     c = loaded.generate(CHANNELS, num_patches=2, temperature=1.0, generator=torch.Generator().manual_seed(1))
     assert not torch.equal(a["codes"], c["codes"])  # an explicit option overrides the saved one
+
+
+def test_weights_stored_in_bfloat16_load_as_float32(tmp_path):
+    """A model saved in bfloat16 (half the file) loads for float32 compute, with the stored (rounded) values, unless
+    the caller asks for another dtype."""
+    model = tiny_model()
+    model.to(torch.bfloat16).save_pretrained(tmp_path)
+    rounded = {name: value.float() for name, value in model.state_dict().items()}
+    model.float()
+    positions, channel_ids, time_ids = random_batch(model)
+    for loaded in (load_lbm(tmp_path), AutoModelForCausalLM.from_pretrained(tmp_path)):
+        assert {p.dtype for p in loaded.parameters()} == {torch.float32}
+        state = loaded.state_dict()
+        assert all(torch.equal(state[name], value) for name, value in rounded.items())
+    model.load_state_dict(rounded)
+    expected = model(positions, channel_ids, time_ids, labels=True).loss
+    assert torch.equal(load_lbm(tmp_path).eval()(positions, channel_ids, time_ids, labels=True).loss, expected)
+    as_stored = LBMForSpatialGeneration.from_pretrained(tmp_path, dtype=torch.bfloat16)
+    assert {p.dtype for p in as_stored.parameters()} == {torch.bfloat16}
 
 
 def test_a_tiny_model_learns_that_channels_share_their_codes():
