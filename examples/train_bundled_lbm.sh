@@ -25,6 +25,8 @@ python benchmarks/lbm_realism_ablation.py --data "$WORK/data" --codes "$WORK/cod
   --run confidence-8-choice-8 "$OUT/model" "num_rounds=8,unmasking=confidence,choice_temperature=8,temperature=0.9,noise_filling=coherent" \
   --run confidence-6-choice-8 "$OUT/model" "num_rounds=6,unmasking=confidence,choice_temperature=8,temperature=0.9,noise_filling=coherent"
 # (then: the chosen settings go into "$OUT/model/generation_config.json", with window_shift 0.25 for long samples;
+#  since 2026-12-02: temperature 1.0 and last_round_temperature_scale 0.2, chosen with runs such as
+#  --run last-0.2 "$OUT/model" "temperature=1.0,last_round_temperature_scale=0.2" at --seed 0 / 1 and --num-channels 64;
 #  speed: python benchmarks/generation_speed_ab.py --models "$OUT/model" neurorvq/lbm-small-depthwise)
 neurorvq evaluate-lbm "$OUT/model" --codes "$WORK/codes" --data "$WORK/data" --tokenizer neurorvq/tokenizer-small \
   --samples 32 --seconds 8 --condition-samples 32 --guidance-scales 1,2 --output "$OUT/validation.json" \
