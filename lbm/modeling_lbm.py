@@ -40,7 +40,7 @@ from neurorvq.tokenizer.loading import load_pretrained, register_bundled
 
 from .configuration_lbm import LBMConfig
 from .layout import channel_and_time_ids, codes_to_positions, positions_to_codes
-from .sampling import check_sampling_controls, check_stream_temperatures
+from .sampling import check_number, check_sampling_controls, check_stream_temperatures
 
 SPATIAL_KEY_SIZE = 16  # per head, channel-to-channel attention of `spatial_context`
 
@@ -467,9 +467,7 @@ class LBMInputsMixin:
         """Classifier-free guidance's batch: with `guidance_scale` != 1 (which needs a condition for every sample),
         2B rows, the conditional ones then the unconditional ones (always holding the same codes).
         Returns (guided, index [B', C], condition_ids [B'] or None, prompt [B', P, M] or None)."""
-        if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)) \
-                or not math.isfinite(guidance_scale) or guidance_scale < 0:
-            raise ValueError(f"guidance_scale must be a finite number >= 0 (1 = no guidance), got {guidance_scale!r}")
+        guidance_scale = check_number("guidance_scale", guidance_scale, note="1 = no guidance")
         if guidance_scale == 1.0:
             return False, index, condition_ids, prompt
         if condition_ids is None or not bool((condition_ids > 0).all()):

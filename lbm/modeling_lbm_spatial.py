@@ -56,7 +56,7 @@ from .modeling_lbm import (
     top_k_filter,
     top_p_filter,
 )
-from .sampling import check_sampling_controls, check_stream_temperatures
+from .sampling import check_number, check_sampling_controls, check_stream_temperatures
 
 PAIR_KEY_SIZE = 16  # per head, the channel-pair weights of `codeword_context`
 ELECTRODE_FREQUENCIES = 4  # sin / cos of each coordinate at 1..4 half-cycles per head radius
@@ -511,21 +511,18 @@ class LBMForSpatialGeneration(LBMInputsMixin, LBMSpatialPreTrainedModel):
         unmasking = value("unmasking", "confidence")
         if unmasking not in UNMASKING:
             raise ValueError(f"unmasking must be one of {UNMASKING}, got {unmasking!r}")
-        last_round = value("last_round_temperature_scale", 1.0)
-        if isinstance(last_round, bool) or not isinstance(last_round, (int, float)) or not math.isfinite(last_round) \
-                or last_round < 0:
-            raise ValueError(f"last_round_temperature_scale must be a finite number >= 0 (1 = every round at the "
-                             f"temperature), got {last_round!r}")
+        last_round = check_number("last_round_temperature_scale", value("last_round_temperature_scale", 1.0),
+                                  note="1 = every round at the temperature")
         choice = value("choice_temperature")
-        if choice is not None and (isinstance(choice, bool) or not isinstance(choice, (int, float))
-                                   or not math.isfinite(choice) or choice < 0):
-            raise ValueError(f"choice_temperature must be a finite number >= 0 (None = the temperature), got {choice!r}")
+        if choice is not None:
+            choice = check_number("choice_temperature", choice, note="None = the temperature")
         shift = getattr(config, "window_shift", None)
-        if shift is not None and (isinstance(shift, bool) or not isinstance(shift, (int, float)) or not 0 < shift <= 1):
-            raise ValueError(f"window_shift must be a share of the context window in (0, 1] or None, got {shift!r}")
+        if shift is not None:
+            shift = check_number("window_shift", shift, 0.0, 1.0, low_open=True,
+                                 note="a share of the context window, or None")
         return {"temperature": temperature, "top_k": top_k, "top_p": top_p, "stream_temperatures": streams,
                 "guidance_scale": guidance, "num_rounds": rounds, "unmasking": unmasking,
-                "last_round_temperature_scale": float(last_round),
+                "last_round_temperature_scale": last_round,
                 "choice_temperature": temperature if choice is None else choice, "window_shift": shift}
 
     def _stream_heads(self) -> dict:

@@ -51,12 +51,20 @@ def check_top_k(top_k):
     return int(top_k)
 
 
+def check_number(name: str, value, low: float = 0.0, high: float = math.inf, low_open: bool = False,
+                 note: str = "") -> float:
+    """`value` as a float if it is a finite real number in [low, high] (low excluded with `low_open`), else a
+    `ValueError` naming `name`, the range and `note` (what a value means, e.g. "1 = off")."""
+    number = float(value) if isinstance(value, numbers.Real) and not isinstance(value, bool) else math.nan
+    if not (math.isfinite(number) and (low < number if low_open else low <= number) and number <= high):
+        bounds = (f"a number in {'(' if low_open else '['}{low:g}, {high:g}]" if math.isfinite(high)
+                  else f"a finite number {'>' if low_open else '>='} {low:g}")
+        raise ValueError(f"{name} must be {bounds}{f' ({note})' if note else ''}, got {value!r}")
+    return number
+
+
 def check_top_p(top_p):
-    if top_p is None:
-        return None
-    if isinstance(top_p, bool) or not isinstance(top_p, numbers.Real) or not 0 < float(top_p) <= 1:
-        raise ValueError(f"top_p must be a number in (0, 1] (or None), got {top_p!r}")
-    return float(top_p)
+    return None if top_p is None else check_number("top_p", top_p, 0.0, 1.0, low_open=True, note="or None")
 
 
 def check_sampling_controls(temperature, top_k=None, top_p=None) -> tuple[float, int | None, float | None]:
@@ -156,7 +164,7 @@ def decode_generated(tokenizer, generated: dict, channel_names: Sequence[str], g
                             generator=generator)
 
 
-__all__ = ["GENERATION_CONFIG_OPTIONS", "NOISE_FILLING", "decode_generated", "decoding_noise", "HIGH_TEMPERATURE", "MAX_TEMPERATURE", "check_count",
+__all__ = ["GENERATION_CONFIG_OPTIONS", "NOISE_FILLING", "decode_generated", "decoding_noise", "HIGH_TEMPERATURE", "MAX_TEMPERATURE", "check_count", "check_number",
            "check_sampling_controls", "check_seed", "check_stream_temperatures", "check_temperature", "check_top_k",
            "check_top_p", "default_temperature", "generation_kwargs", "has_generation_config"]
 
