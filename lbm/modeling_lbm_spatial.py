@@ -276,21 +276,24 @@ class LBMForSpatialGeneration(LBMInputsMixin, LBMSpatialPreTrainedModel):
         xyz = self.electrode_xyz[channel_ids]
         return torch.cdist(xyz, xyz)
 
-    def _condition(self, condition_ids: torch.Tensor | None, batch: int, device) -> torch.Tensor | float:
-        """Condition embeddings [B, D] (id 0 = unconditional), or 0. for a model without conditions."""
-        if self.condition_embed is None:
+    @staticmethod
+    def _embed_condition(table: nn.Embedding | None, condition_ids: torch.Tensor | None, batch: int,
+                         device) -> torch.Tensor | float:
+        """Rows of a condition embedding `table` [B, D] (ids None = unconditional, id 0), or 0. without one."""
+        if table is None:
             return 0.0
         if condition_ids is None:
             condition_ids = torch.zeros(batch, dtype=torch.long, device=device)
-        return self.condition_embed(condition_ids)
+        return table(condition_ids)
+
+    def _condition(self, condition_ids: torch.Tensor | None, batch: int, device) -> torch.Tensor | float:
+        """The main transformer's condition embeddings [B, D], or 0. for a model without conditions."""
+        return self._embed_condition(self.condition_embed, condition_ids, batch, device)
 
     def _spatial_condition(self, condition_ids: torch.Tensor | None, batch: int, device) -> torch.Tensor | float:
         """The spatial transformer's condition embeddings [B, 1, D] (`config.spatial_condition`), or 0."""
-        if self.spatial_condition_embed is None:
-            return 0.0
-        if condition_ids is None:
-            condition_ids = torch.zeros(batch, dtype=torch.long, device=device)
-        return self.spatial_condition_embed(condition_ids)[:, None]
+        condition = self._embed_condition(self.spatial_condition_embed, condition_ids, batch, device)
+        return condition[:, None] if torch.is_tensor(condition) else condition
 
     def _context(self, tokens: torch.LongTensor, place: torch.Tensor, time_ids: torch.Tensor, condition,
                  past: list | None = None, past_seconds: int = 0):
