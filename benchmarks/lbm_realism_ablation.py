@@ -95,7 +95,7 @@ def main() -> None:
     parser.add_argument("--run", nargs=3, action="append", metavar=("NAME", "MODEL", "SETTINGS"), required=True)
     parser.add_argument("--samples", type=int, default=32)
     parser.add_argument("--seconds", type=int, default=8)
-    parser.add_argument("--condition-samples", type=int, default=24)
+    parser.add_argument("--condition-samples", type=int, default=24, help="samples per state for TSTR (0 skips it)")
     parser.add_argument("--classifiers", default="bandpower,covariance,learned")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
@@ -104,6 +104,10 @@ def main() -> None:
     parser.add_argument("--no-bits", action="store_true")
     parser.add_argument("--output", default=None)
     args = parser.parse_args()
+    for flag, value, least in (("--samples", args.samples, 1), ("--seconds", args.seconds, 1),
+                               ("--condition-samples", args.condition_samples, 0)):
+        if value < least:  # caught here, not as an index error deep in the sampler
+            parser.error(f"{flag} must be >= {least}, got {value}")
     torch.set_num_threads(1)
 
     tokenizer = NeuroRVQTokenizer.from_pretrained("neurorvq/tokenizer-small").eval()
@@ -148,7 +152,8 @@ def main() -> None:
         backwards = sample(model, tokenizer, reversed_montage, args.samples, args.seconds, args.seed + 1, settings)
         drift = order_drift(synthetic, montage, backwards, reversed_montage, montage, real=real, real_groups=real_groups)
         tstr = None
-        if model.config.condition_names and all(s in model.config.condition_names for s in STATES):
+        if args.condition_samples and model.config.condition_names and all(s in model.config.condition_names
+                                                                          for s in STATES):
             synthetic_states = {s: sample(model, tokenizer, montage, args.condition_samples, args.seconds,
                                           args.seed + 2 + i, settings, condition=s) for i, s in enumerate(STATES)}
             tstr = tstr_trtr(synthetic_states, by_state(other, other_labels), by_state(real, real_labels), STATES)
