@@ -39,6 +39,7 @@ from neurorvq.lbm.realism_data import prepared_set
 from neurorvq.lbm.realism_metrics import order_drift
 from neurorvq.lbm.sampling import decode_generated, decoding_noise, generation_kwargs
 from neurorvq.lbm.training import load_lbm, validation_nll
+from neurorvq.pipelines.cli_common import non_negative_int, positive_int
 from neurorvq.tokenizer import NeuroRVQTokenizer
 from neurorvq.tokenizer.data import load_prepared
 
@@ -93,9 +94,9 @@ def main() -> None:
     parser.add_argument("--data", required=True)
     parser.add_argument("--codes", required=True)
     parser.add_argument("--run", nargs=3, action="append", metavar=("NAME", "MODEL", "SETTINGS"), required=True)
-    parser.add_argument("--samples", type=int, default=32)
-    parser.add_argument("--seconds", type=int, default=8)
-    parser.add_argument("--condition-samples", type=int, default=24, help="samples per state for TSTR (0 skips it)")
+    parser.add_argument("--samples", type=positive_int, default=32)
+    parser.add_argument("--seconds", type=positive_int, default=8)
+    parser.add_argument("--condition-samples", type=non_negative_int, default=24, help="samples per state for TSTR (0 skips it)")
     parser.add_argument("--classifiers", default="bandpower,covariance,learned")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
@@ -104,10 +105,6 @@ def main() -> None:
     parser.add_argument("--no-bits", action="store_true")
     parser.add_argument("--output", default=None)
     args = parser.parse_args()
-    for flag, value, least in (("--samples", args.samples, 1), ("--seconds", args.seconds, 1),
-                               ("--condition-samples", args.condition_samples, 0)):
-        if value < least:  # caught here, not as an index error deep in the sampler
-            parser.error(f"{flag} must be >= {least}, got {value}")
     torch.set_num_threads(1)
 
     tokenizer = NeuroRVQTokenizer.from_pretrained("neurorvq/tokenizer-small").eval()

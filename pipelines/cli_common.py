@@ -66,15 +66,24 @@ def load_lbm(name):
 # ---- argparse types ------------------------------------------------------------------------------------------
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer > 0 (otherwise exit code 2 with a message)."""
+def _int_at_least(text: str, least: int, expected: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+    if value < least:
+        raise argparse.ArgumentTypeError(f"must be {expected}, got {value}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer > 0 (otherwise exit code 2 with a message)."""
+    return _int_at_least(text, 1, "a positive integer")
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0 (otherwise exit code 2 with a message)."""
+    return _int_at_least(text, 0, "an integer >= 0")
 
 
 # argparse type: comma-separated floats, e.g. 1,2. A lambda on purpose: argparse names the type in its error for a
